@@ -1,0 +1,22 @@
+"""Losses: adversarial (LSGAN, vanilla, hinge), cycle/identity L1 and mutual-information bounds."""
+
+from common.losses.adversarial import AdversarialCriterion, AdversarialLoss, discriminator_logits
+from common.losses.cycle import cycle_loss, identity_loss
+from common.losses.mutual_information import (
+    MIBound,
+    MutualInformationEstimator,
+    dv_lower_bound,
+    f_divergence_lower_bound,
+)
+
+__all__ = [
+    "AdversarialCriterion",
+    "AdversarialLoss",
+    "discriminator_logits",
+    "cycle_loss",
+    "identity_loss",
+    "MIBound",
+    "MutualInformationEstimator",
+    "dv_lower_bound",
+    "f_divergence_lower_bound",
+]
