@@ -89,7 +89,8 @@ def ssim(fake: ArrayLike, real: ArrayLike) -> float:
         ValueError: shapes differ, not 2D/3D, smaller than 7 along an axis, or values
             outside [-1, 1] or not finite.
     """
-    f, r, _ = _translation_inputs(fake, real, None, need_foreground=False)
+    f, r = _image(fake, "fake"), _image(real, "real")
+    check_same_shape(f, r, "fake", "real")
     if f.ndim not in (2, 3):
         raise ValueError(f"`fake` and `real` must be 2D images or 3D volumes, got shape {f.shape}.")
     if min(f.shape) < 7:
@@ -98,13 +99,11 @@ def ssim(fake: ArrayLike, real: ArrayLike) -> float:
 
 
 def _translation_inputs(
-    fake: ArrayLike, real: ArrayLike, mask: ArrayLike | None, need_foreground: bool = True
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    f = _image(fake, "fake")
-    r = _image(real, "real")
+    fake: ArrayLike, real: ArrayLike, mask: ArrayLike | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both images as float64 arrays and the boolean foreground to score."""
+    f, r = _image(fake, "fake"), _image(real, "real")
     check_same_shape(f, r, "fake", "real")
-    if not need_foreground:
-        return f, r, None
     if mask is None:
         foreground = r != -1
         if not foreground.any():
