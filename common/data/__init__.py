@@ -1,0 +1,1 @@
+"""Data: datalists, readers, datasets and the synthetic benchmark."""

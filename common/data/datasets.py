@@ -1,0 +1,185 @@
+"""Datasets shared by the bundles: unpaired two-domain sampling, (mis)aligned pairs, 2D
+slices of 3D volumes and the reassembly of per-slice predictions into volumes.
+
+They wrap any sequence of dictionaries, typically a MONAI ``CacheDataset`` that has loaded
+and normalised the images once, and add only the sampling; random choices use MONAI's
+``Randomizable`` state, which ``set_determinism`` and MONAI's ``DataLoader`` seed per worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.transforms import Randomizable
+
+from common.data.phantoms import misalign
+
+__all__ = ["UnpairedDataset", "PairedDataset", "SliceDataset", "VolumeAssembler"]
+
+
+class UnpairedDataset(Randomizable, torch.utils.data.Dataset):
+    """Every source sample with a random target sample: an epoch visits each source sample once.
+
+    Items are ``{"source_<key>": ..., "target_<key>": ...}`` for the keys of the two items.
+    Target items come from the target's training split, which has no labels.
+
+    Args:
+        source: the source domain's samples (dictionaries).
+        target: the target domain's samples.
+        seed: seed of the target draws.
+
+    Raises:
+        ValueError: an empty domain.
+    """
+
+    def __init__(self, source: Sequence[dict], target: Sequence[dict], seed: int = 0) -> None:
+        for name, data in (("source", source), ("target", target)):
+            if len(data) == 0:
+                raise ValueError(f"The {name} domain has no samples.")
+        self.source, self.target = source, target
+        self.set_random_state(seed)
+
+    def randomize(self, data: None = None) -> int:
+        """Draws the index of a target sample."""
+        return int(self.R.randint(len(self.target)))
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict:
+        source, target = self.source[index], self.target[self.randomize()]
+        return {**{f"source_{k}": v for k, v in source.items()}, **{f"target_{k}": v for k, v in target.items()}}
+
+
+class PairedDataset(Randomizable, torch.utils.data.Dataset):
+    """Paired samples whose ``target`` image is misaligned on the fly at RegGAN's level ``L``.
+
+    Every access draws a new rotation (up to L degrees), translation (up to 2L %) and scale
+    (1 +/- 0.02 L) for the ``target`` of a 2D pair; the ``image`` and any other key stay as
+    they are. Outside the field of view the target takes its own minimum (the background).
+
+    Args:
+        data: samples with ``image`` and ``target`` arrays or tensors ``(C, H, W)``.
+        misalignment_level: 0 (pairs as given) to 5.
+        seed: seed of the misalignment draws.
+
+    Raises:
+        ValueError: a level outside 0-5.
+    """
+
+    def __init__(self, data: Sequence[dict], misalignment_level: int = 0, seed: int = 0) -> None:
+        if misalignment_level not in range(6):
+            raise ValueError(f"`misalignment_level` must be 0 to 5, got {misalignment_level}.")
+        self.data, self.level = data, misalignment_level
+        self.set_random_state(seed)
+
+    def randomize(self, data: None = None) -> np.random.Generator:
+        """Draws the seed of this access's transform."""
+        return np.random.default_rng(int(self.R.randint(2**31)))
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.data[index])
+        if self.level == 0:
+            return item
+        target = item["target"]
+        array = np.asarray(target.detach().cpu() if isinstance(target, torch.Tensor) else target, dtype=np.float32)
+        item["target"] = torch.as_tensor(misalign(array, self.level, self.randomize(), cval=float(array.min())))
+        return item
+
+
+class SliceDataset(torch.utils.data.Dataset):
+    """The 2D slices of 3D volumes, along the last spatial axis.
+
+    Items are the volume's ``keys`` sliced to ``(C, H, W)``, plus ``volume_id`` (the index of
+    the volume) and ``slice_index``, which :class:`VolumeAssembler` uses to put predictions back.
+
+    Args:
+        volumes: samples whose ``keys`` are ``(C, H, W, D)`` arrays or tensors.
+        keys: the keys to slice (all must have the same depth).
+
+    Raises:
+        ValueError: a missing key, a key that is not 4D, or keys of different depth.
+    """
+
+    def __init__(self, volumes: Sequence[dict], keys: Sequence[str] = ("image", "label")) -> None:
+        self.volumes, self.keys = volumes, tuple(keys)
+        self.index: list[tuple[int, int]] = []
+        for volume_id in range(len(volumes)):
+            volume = volumes[volume_id]
+            depths = set()
+            for key in self.keys:
+                if key not in volume:
+                    raise ValueError(f"Volume {volume_id} has no key {key!r}.")
+                if volume[key].ndim != 4:
+                    raise ValueError(f"Volume {volume_id}: {key!r} must be (C, H, W, D), got {tuple(volume[key].shape)}.")
+                depths.add(volume[key].shape[-1])
+            if len(depths) != 1:
+                raise ValueError(f"Volume {volume_id}: keys {self.keys} have different depths {sorted(depths)}.")
+            self.index += [(volume_id, k) for k in range(depths.pop())]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, index: int) -> dict:
+        volume_id, slice_index = self.index[index]
+        volume = self.volumes[volume_id]
+        item = {key: volume[key][..., slice_index] for key in self.keys}
+        return {**item, "volume_id": volume_id, "slice_index": slice_index}
+
+
+class VolumeAssembler:
+    """Collects per-slice predictions (in any order, batched or not) and stacks them into volumes.
+
+    Example::
+
+        assembler = VolumeAssembler()
+        for batch in loader:  # a DataLoader over a SliceDataset
+            assembler.add(batch["volume_id"], batch["slice_index"], model(batch["image"]))
+        volume = assembler.volume(0)  # (C, H, W, D)
+    """
+
+    def __init__(self) -> None:
+        self._slices: dict[int, dict[int, torch.Tensor]] = {}
+
+    def add(self, volume_ids: torch.Tensor | Sequence[int], slice_indices: torch.Tensor | Sequence[int],
+            predictions: torch.Tensor) -> None:
+        """Stores a batch of slice predictions ``(B, C, H, W)``.
+
+        Raises:
+            ValueError: a slice given twice, or batch sizes that differ.
+        """
+        volume_ids, slice_indices = [int(v) for v in volume_ids], [int(s) for s in slice_indices]
+        if not len(volume_ids) == len(slice_indices) == len(predictions):
+            raise ValueError(
+                f"`volume_ids`, `slice_indices` and `predictions` must have one entry per slice, got "
+                f"{len(volume_ids)}, {len(slice_indices)} and {len(predictions)}."
+            )
+        for volume_id, slice_index, prediction in zip(volume_ids, slice_indices, predictions):
+            slices = self._slices.setdefault(volume_id, {})
+            if slice_index in slices:
+                raise ValueError(f"Slice {slice_index} of volume {volume_id} was added twice.")
+            slices[slice_index] = prediction.detach()
+
+    @property
+    def volume_ids(self) -> list[int]:
+        """The volumes that have at least one slice."""
+        return sorted(self._slices)
+
+    def volume(self, volume_id: int) -> torch.Tensor:
+        """The volume ``(C, H, W, D)`` of one id.
+
+        Raises:
+            ValueError: an unknown volume, or missing slices.
+        """
+        if volume_id not in self._slices:
+            raise ValueError(f"No slices were added for volume {volume_id}.")
+        slices = self._slices[volume_id]
+        missing = sorted(set(range(max(slices) + 1)) - set(slices))
+        if missing:
+            raise ValueError(f"Volume {volume_id} is missing slices {missing[:10]}.")
+        return torch.stack([slices[k] for k in range(len(slices))], dim=-1)

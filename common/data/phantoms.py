@@ -1,0 +1,315 @@
+"""Procedural anatomy and its rendering in two domains: the synthetic benchmark's content.
+
+Every task draws a subject's anatomy (a map of tissue classes) from a seeded generator and
+renders it in either domain, so that the same subject can be shown in both (the references
+that translations are scored against). Everything is vectorised numpy on the whole grid.
+
+Coordinates are normalised to [-1, 1] along every axis of the physical field of view; 3D
+volumes have half as many slices as in-plane pixels and twice the spacing, so a unit in
+normalised coordinates is the same length along every axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import gaussian_filter, map_coordinates
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """A subject's anatomy.
+
+    Attributes:
+        tissue: integer tissue classes on the grid (task-specific, 0 = air/background).
+        label: the segmentation label map (0 = background), derived from ``tissue``.
+        spacing: voxel spacing in mm, one value per axis.
+    """
+
+    tissue: np.ndarray
+    label: np.ndarray
+    spacing: tuple[float, ...]
+
+
+def smooth_field(shape: tuple[int, ...], rng: np.random.Generator, correlation: float) -> np.ndarray:
+    """Zero-mean, unit-std Gaussian random field with a correlation length given as a fraction of the grid."""
+    field = gaussian_filter(rng.standard_normal(shape), sigma=[max(correlation * n, 0.5) for n in shape], mode="wrap")
+    return field / (field.std() + 1e-12)
+
+
+def grid(shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Normalised coordinates in [-1, 1] along every axis (``ij`` indexing)."""
+    return np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+
+
+def deformed(coords: list[np.ndarray], rng: np.random.Generator, amplitude: float) -> list[np.ndarray]:
+    """Coordinates displaced by a smooth random field: a subject's overall shape variation."""
+    shape = coords[0].shape
+    return [c + amplitude * smooth_field(shape, rng, 0.25) for c in coords]
+
+
+def blob(coords: list[np.ndarray], centre, radii, rng: np.random.Generator, roughness: float = 0.15) -> np.ndarray:
+    """An ellipsoid whose boundary is perturbed by a smooth random field."""
+    distance = sum(((c - c0) / r) ** 2 for c, c0, r in zip(coords, centre, radii))
+    return distance + roughness * smooth_field(coords[0].shape, rng, 0.12) <= 1
+
+
+def jitter(rng: np.random.Generator, values, spread: float) -> np.ndarray:
+    """``values`` times a random factor in ``1 +/- spread`` each."""
+    values = np.asarray(values, float)
+    return values * rng.uniform(1 - spread, 1 + spread, size=values.shape)
+
+
+# --- abdomen: CT and MR of body, spine and four organs ------------------------------------
+
+ABDOMEN_LABELS = {0: "background", 1: "liver", 2: "right_kidney", 3: "left_kidney", 4: "spleen"}
+# tissue classes: 0 air, 1 fat, 2 muscle, 3 bone, 4 liver, 5 right kidney, 6 left kidney, 7 spleen
+ABDOMEN_CT = np.array([-1000.0, -100.0, 45.0, 650.0, 130.0, 190.0, 190.0, 85.0])   # HU-like
+ABDOMEN_MR = np.array([0.0, 620.0, 170.0, 90.0, 210.0, 720.0, 720.0, 560.0])       # T2-like: fat bright, liver < spleen
+
+
+def abdomen_anatomy(size: int, rng: np.random.Generator) -> Anatomy:
+    """Body outline, subcutaneous fat, muscle, spine, liver, kidneys and spleen in a 3D volume.
+
+    Args:
+        size: in-plane pixels; the volume is ``(size, size, size // 2)``.
+        rng: the subject's generator.
+    """
+    shape = (size, size, max(size // 2, 4))
+    x, y, z = deformed(grid(shape), rng, 0.04)
+    tissue = np.zeros(shape, np.uint8)
+    body = blob([x, y], (0, 0), jitter(rng, (0.9, 0.68), 0.06), rng, 0.05)
+    tissue[body] = 1
+    tissue[blob([x, y], (0, 0), jitter(rng, (0.8, 0.58), 0.06), rng, 0.05) & body] = 2
+    tissue[blob([x, y], (0, -0.4), (0.11, 0.11), rng, 0.02) & body] = 3
+    organs = [
+        (4, (-0.32, 0.08, 0.1), (0.36, 0.3, 0.6)),
+        (5, (-0.3, -0.3, -0.15), (0.13, 0.16, 0.38)),
+        (6, (0.3, -0.3, -0.1), (0.13, 0.16, 0.38)),
+        (7, (0.42, 0.02, 0.25), (0.18, 0.22, 0.38)),
+    ]
+    for value, centre, radii in organs:
+        centre = np.asarray(centre) + rng.uniform(-0.05, 0.05, 3)
+        tissue[blob([x, y, z], centre, jitter(rng, radii, 0.15), rng) & body] = value
+    label = np.where(tissue >= 4, tissue - 3, 0).astype(np.uint8)
+    spacing = (300.0 / size, 300.0 / size, 600.0 / size)
+    return Anatomy(tissue, label, spacing)
+
+
+def render_abdomen(anatomy: Anatomy, domain: str, rng: np.random.Generator) -> np.ndarray:
+    """CT (HU-like values, Gaussian noise) or MR (T2-like values, bias field, Rician noise)."""
+    tissue, shape = anatomy.tissue, anatomy.tissue.shape
+    texture = 1 + 0.05 * smooth_field(shape, rng, 0.03)
+    if domain == "ct":
+        image = ABDOMEN_CT[tissue] * np.where(tissue > 0, texture, 1)
+        return (image + rng.normal(0, 20, shape)).astype(np.float32)
+    if domain == "mr":
+        bias = np.exp(0.25 * smooth_field(shape, rng, 0.3))
+        image = ABDOMEN_MR[tissue] * texture * bias
+        return rician(image, 25.0, rng)
+    raise ValueError(f"Unknown abdomen domain {domain!r}; expected 'ct' or 'mr'.")
+
+
+# --- cardiac: CT and MR with an uneven gap across structures ------------------------------
+
+CARDIAC_LABELS = {0: "background", 1: "ascending_aorta", 2: "left_atrium", 3: "left_ventricle", 4: "myocardium"}
+# tissue classes: 0 air, 1 soft tissue, 2 lung, 3 aorta, 4 left atrium, 5 LV cavity, 6 myocardium
+CARDIAC_CT = np.array([-1000.0, 40.0, -800.0, 330.0, 320.0, 310.0, 110.0])
+# MR: aorta and atrium bright as in CT; LV cavity dark and myocardium bright, the inverse of CT.
+CARDIAC_MR = np.array([0.0, 260.0, 40.0, 820.0, 780.0, 230.0, 640.0])
+
+
+def cardiac_anatomy(size: int, rng: np.random.Generator) -> Anatomy:
+    """Thorax with lungs, ascending aorta (a tube), left atrium, LV cavity and myocardium ring.
+
+    Args:
+        size: in-plane pixels; the volume is ``(size, size, size // 2)``.
+        rng: the subject's generator.
+    """
+    shape = (size, size, max(size // 2, 4))
+    x, y, z = deformed(grid(shape), rng, 0.03)
+    tissue = np.zeros(shape, np.uint8)
+    body = blob([x, y], (0, 0), jitter(rng, (0.92, 0.7), 0.05), rng, 0.05)
+    tissue[body] = 1
+    for side in (-1, 1):
+        tissue[blob([x, y, z], (side * 0.5, -0.05, 0), jitter(rng, (0.33, 0.45, 1.3), 0.08), rng) & body] = 2
+    lv_centre = np.array([0.12, 0.05, -0.1]) + rng.uniform(-0.05, 0.05, 3)
+    lv_radii = jitter(rng, (0.21, 0.18, 0.42), 0.12)
+    wall = rng.uniform(0.07, 0.1)
+    myocardium = blob([x, y, z], lv_centre, lv_radii + wall, rng, 0.05)
+    tissue[myocardium] = 6
+    tissue[blob([x, y, z], lv_centre, lv_radii, rng, 0.05)] = 5
+    la_centre = np.array([-0.08, -0.3, 0.15]) + rng.uniform(-0.04, 0.04, 3)
+    tissue[blob([x, y, z], la_centre, jitter(rng, (0.19, 0.13, 0.28), 0.12), rng) & (tissue != 5)] = 4
+    # The aorta: a tube rising through the upper half, slightly tilted.
+    tilt = rng.uniform(-0.15, 0.15, 2)
+    centre_x, centre_y = -0.12 + tilt[0] * z, 0.2 + tilt[1] * z
+    radius = rng.uniform(0.08, 0.1)
+    aorta = ((x - centre_x) ** 2 + (y - centre_y) ** 2 <= radius**2) & (z > -0.2) & (tissue != 5) & (tissue != 6)
+    tissue[aorta] = 3
+    label = np.where(tissue >= 3, tissue - 2, 0).astype(np.uint8)
+    spacing = (300.0 / size, 300.0 / size, 600.0 / size)
+    return Anatomy(tissue, label, spacing)
+
+
+def render_cardiac(anatomy: Anatomy, domain: str, rng: np.random.Generator) -> np.ndarray:
+    """CT (HU-like values, Gaussian noise) or MR (bias field, Rician noise)."""
+    tissue, shape = anatomy.tissue, anatomy.tissue.shape
+    texture = 1 + 0.04 * smooth_field(shape, rng, 0.03)
+    if domain == "ct":
+        return (CARDIAC_CT[tissue] * np.where(tissue > 0, texture, 1) + rng.normal(0, 25, shape)).astype(np.float32)
+    if domain == "mr":
+        bias = np.exp(0.2 * smooth_field(shape, rng, 0.3))
+        return rician(CARDIAC_MR[tissue] * texture * bias, 30.0, rng)
+    raise ValueError(f"Unknown cardiac domain {domain!r}; expected 'ct' or 'mr'.")
+
+
+# --- brain: paired T1-like and T2-like slices ---------------------------------------------
+
+BRAIN_LABELS = {0: "background", 1: "scalp", 2: "skull", 3: "csf", 4: "gray_matter", 5: "white_matter"}
+# Relative signal per tissue (0 background, scalp, skull, CSF, GM, WM), in the order of
+# literature T1-weighted (WM > GM > CSF) and T2-weighted (CSF > GM > WM) contrast.
+BRAIN_T1 = np.array([0.0, 0.72, 0.12, 0.18, 0.55, 0.82])
+BRAIN_T2 = np.array([0.0, 0.5, 0.06, 0.95, 0.62, 0.42])
+
+
+def brain_anatomy(size: int, rng: np.random.Generator) -> Anatomy:
+    """An axial head slice: scalp, skull, outer CSF, folded cortex, white matter and ventricles.
+
+    Args:
+        size: pixels per side of the 2D image.
+        rng: the subject's generator.
+    """
+    x, y = deformed(grid((size, size)), rng, 0.02)
+    radius = np.hypot(x / 0.78, y / 0.92)
+    angle = np.arctan2(y, x)
+    folds = 0.035 * np.sin(rng.integers(9, 14) * angle + rng.uniform(0, 2 * np.pi))
+    folds += 0.02 * np.sin(rng.integers(17, 23) * angle + rng.uniform(0, 2 * np.pi))
+    scale = rng.uniform(0.93, 1.05)
+    tissue = np.zeros((size, size), np.uint8)
+    tissue[radius <= 1.0 * scale] = 1
+    tissue[radius <= 0.93 * scale] = 2
+    tissue[radius <= 0.86 * scale] = 3
+    tissue[radius <= (0.82 + folds) * scale] = 4
+    tissue[radius <= (0.66 + folds) * scale] = 5
+    spread = rng.uniform(0.1, 0.16)
+    for side in (-1, 1):
+        tissue[blob([x, y], (side * spread, rng.uniform(-0.05, 0.08)), jitter(rng, (0.07, 0.26), 0.2), rng, 0.1)] = 3
+    return Anatomy(tissue, tissue.copy(), (240.0 / size, 240.0 / size))
+
+
+def render_brain(anatomy: Anatomy, domain: str, rng: np.random.Generator) -> np.ndarray:
+    """T1-like or T2-like image in [0, 1]; the background is exactly 0 (noise only inside the head)."""
+    if domain not in ("t1", "t2"):
+        raise ValueError(f"Unknown brain domain {domain!r}; expected 't1' or 't2'.")
+    tissue = anatomy.tissue
+    values = (BRAIN_T1 if domain == "t1" else BRAIN_T2)[tissue]
+    texture = 1 + 0.04 * smooth_field(tissue.shape, rng, 0.03)
+    image = np.where(tissue > 0, values * texture + rng.normal(0, 0.01, tissue.shape), 0.0)
+    return np.clip(image, 0, 1).astype(np.float32)
+
+
+def misalign(image: np.ndarray, level: int, rng: np.random.Generator, order: int = 1, cval: float = 0.0) -> np.ndarray:
+    """RegGAN's misalignment of level ``L``: a random rotation up to L degrees, translation up
+    to 2L % of the image size along each axis and scale 1 +/- 0.02 L, about the image centre.
+
+    Args:
+        image: a 2D image ``(H, W)``, or ``(C, H, W)`` (one transform for every channel).
+        level: 0 (unchanged) to 5.
+        rng: the generator that draws the transform.
+        order: spline order of the resampling (1 for images, 0 for label maps).
+        cval: the value outside the field of view (the background).
+
+    Returns:
+        The transformed image, same shape and dtype.
+
+    Raises:
+        ValueError: a level outside 0-5 or an image that is neither 2D nor channel-first 2D.
+    """
+    if level not in range(6):
+        raise ValueError(f"Misalignment level must be 0 to 5, got {level}.")
+    if image.ndim not in (2, 3):
+        raise ValueError(f"Misalignment applies to 2D images (H, W) or (C, H, W), got shape {image.shape}.")
+    if level == 0:
+        return image.copy()
+    spatial = np.asarray(image.shape[-2:])
+    angle = np.deg2rad(rng.uniform(-level, level))
+    shift = rng.uniform(-0.02 * level, 0.02 * level, 2) * spatial
+    scale = rng.uniform(1 - 0.02 * level, 1 + 0.02 * level)
+    centre = (spatial - 1) / 2
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    # Output pixel p samples the input at A^-1 (p - centre - shift) + centre.
+    coords = np.indices(tuple(spatial)).reshape(2, -1).astype(float)
+    source = np.linalg.inv(scale * rotation) @ (coords - (centre + shift)[:, None]) + centre[:, None]
+    channels = image[None] if image.ndim == 2 else image
+    warped = np.stack([
+        map_coordinates(channel, source, order=order, mode="constant", cval=cval).reshape(tuple(spatial))
+        for channel in channels
+    ])
+    return (warped[0] if image.ndim == 2 else warped).astype(image.dtype)
+
+
+# --- polyp: RGB endoscopy from two centres -------------------------------------------------
+
+POLYP_LABELS = {0: "background", 1: "polyp"}
+
+
+def polyp_anatomy(size: int, rng: np.random.Generator) -> Anatomy:
+    """A colonoscopy frame's layout: folds and one polyp (tissue 0 mucosa, 1 fold, 2 polyp).
+
+    Args:
+        size: pixels per side of the 2D image.
+        rng: the subject's generator.
+    """
+    x, y = deformed(grid((size, size)), rng, 0.05)
+    tissue = np.zeros((size, size), np.uint8)
+    theta = rng.uniform(0, np.pi)
+    phase = x * np.cos(theta) + y * np.sin(theta) + 0.2 * smooth_field((size, size), rng, 0.2)
+    tissue[np.sin(rng.uniform(5, 9) * phase + rng.uniform(0, 2 * np.pi)) > 0.85] = 1
+    centre = rng.uniform(-0.45, 0.45, 2)
+    polyp = blob([x, y], centre, jitter(rng, (0.22, 0.22), 0.35), rng, 0.2)
+    tissue[polyp] = 2
+    return Anatomy(tissue, polyp.astype(np.uint8), (1.0, 1.0))
+
+
+# Per centre: colour cast (RGB gain), vignetting strength, blur sigma (fraction of size), noise.
+POLYP_CENTRES = {
+    "a": {"gain": (1.0, 1.0, 1.0), "vignetting": 0.25, "blur": 0.0, "noise": 0.01},
+    "b": {"gain": (0.78, 1.08, 1.25), "vignetting": 0.65, "blur": 0.018, "noise": 0.04},
+}
+
+
+def render_polyp(anatomy: Anatomy, domain: str, rng: np.random.Generator) -> np.ndarray:
+    """RGB image in [0, 1], shape ``(3, H, W)``: mucosa texture, darker folds, a domed polyp,
+    specular highlights, then the centre's colour cast, illumination falloff, blur and noise."""
+    if domain not in POLYP_CENTRES:
+        raise ValueError(f"Unknown polyp centre {domain!r}; expected one of {sorted(POLYP_CENTRES)}.")
+    centre = POLYP_CENTRES[domain]
+    tissue, shape = anatomy.tissue, anatomy.tissue.shape
+    x, y = grid(shape)
+    mucosa = np.array([0.78, 0.42, 0.36])[:, None, None] * (
+        1 + 0.12 * smooth_field(shape, rng, 0.05) + 0.06 * smooth_field(shape, rng, 0.01)
+    )
+    image = mucosa * np.where(tissue == 1, 0.7, 1.0)
+    polyp = tissue == 2
+    if polyp.any():
+        distance = gaussian_filter(polyp.astype(float), sigma=0.03 * shape[0])
+        dome = np.clip(distance / (distance[polyp].max() + 1e-9), 0, 1)
+        polyp_colour = np.array([0.86, 0.36, 0.38])[:, None, None] * (0.75 + 0.45 * dome)
+        image = np.where(polyp, polyp_colour, image)
+    highlights = smooth_field(shape, rng, 0.015) > 2.7
+    image = np.where(highlights, 1.0, image)
+    image = image * np.asarray(centre["gain"])[:, None, None]
+    image = image * (1 - centre["vignetting"] * (x**2 + y**2) / 2)
+    if centre["blur"]:
+        image = gaussian_filter(image, sigma=(0, centre["blur"] * shape[0], centre["blur"] * shape[1]))
+    image = image + rng.normal(0, centre["noise"], image.shape)
+    return np.clip(image, 0, 1).astype(np.float32)
+
+
+def rician(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Magnitude of the image plus complex Gaussian noise of standard deviation ``sigma``."""
+    real = image + rng.normal(0, sigma, image.shape)
+    imaginary = rng.normal(0, sigma, image.shape)
+    return np.hypot(real, imaginary).astype(np.float32)
