@@ -61,6 +61,60 @@ def jitter(rng: np.random.Generator, values, spread: float) -> np.ndarray:
     return values * rng.uniform(1 - spread, 1 + spread, size=values.shape)
 
 
+def torso(size: int, rng: np.random.Generator, deformation: float, radii, spread: float):
+    """A 3D volume ``(size, size, size // 2)`` with a deformed elliptic body (tissue 1).
+
+    Returns:
+        The deformed coordinates ``(x, y, z)``, the tissue map and the body mask.
+    """
+    shape = (size, size, max(size // 2, 4))
+    x, y, z = deformed(grid(shape), rng, deformation)
+    tissue = np.zeros(shape, np.uint8)
+    body = blob([x, y], (0, 0), jitter(rng, radii, spread), rng, 0.05)
+    tissue[body] = 1
+    return (x, y, z), tissue, body
+
+
+def torso_spacing(size: int) -> tuple[float, float, float]:
+    """Voxel spacing of a torso volume: a 300 mm field of view, slices twice as thick."""
+    return (300.0 / size, 300.0 / size, 600.0 / size)
+
+
+@dataclass(frozen=True)
+class CTMRRendering:
+    """Renders a torso's tissue map as CT (HU-like values, Gaussian noise) or MR (tissue
+    values times a smooth multiplicative bias field, Rician noise), both with a mild
+    multiplicative per-tissue texture.
+
+    Attributes:
+        ct: CT value per tissue class.
+        mr: MR value per tissue class.
+        texture: relative amplitude of the texture.
+        ct_noise: standard deviation of the CT noise (HU).
+        bias: log-amplitude of the MR bias field.
+        mr_noise: standard deviation of the MR (complex Gaussian) noise.
+    """
+
+    ct: np.ndarray
+    mr: np.ndarray
+    texture: float
+    ct_noise: float
+    bias: float
+    mr_noise: float
+
+    def __call__(self, anatomy: Anatomy, domain: str, rng: np.random.Generator) -> np.ndarray:
+        """The rendering of ``anatomy`` in ``domain`` (``"ct"`` or ``"mr"``), float32."""
+        tissue, shape = anatomy.tissue, anatomy.tissue.shape
+        texture = 1 + self.texture * smooth_field(shape, rng, 0.03)
+        if domain == "ct":
+            image = self.ct[tissue] * np.where(tissue > 0, texture, 1)
+            return (image + rng.normal(0, self.ct_noise, shape)).astype(np.float32)
+        if domain == "mr":
+            bias = np.exp(self.bias * smooth_field(shape, rng, 0.3))
+            return rician(self.mr[tissue] * texture * bias, self.mr_noise, rng)
+        raise ValueError(f"Unknown domain {domain!r}; expected 'ct' or 'mr'.")
+
+
 # --- abdomen: CT and MR of body, spine and four organs ------------------------------------
 
 ABDOMEN_LABELS = {0: "background", 1: "liver", 2: "right_kidney", 3: "left_kidney", 4: "spleen"}
@@ -76,11 +130,7 @@ def abdomen_anatomy(size: int, rng: np.random.Generator) -> Anatomy:
         size: in-plane pixels; the volume is ``(size, size, size // 2)``.
         rng: the subject's generator.
     """
-    shape = (size, size, max(size // 2, 4))
-    x, y, z = deformed(grid(shape), rng, 0.04)
-    tissue = np.zeros(shape, np.uint8)
-    body = blob([x, y], (0, 0), jitter(rng, (0.9, 0.68), 0.06), rng, 0.05)
-    tissue[body] = 1
+    (x, y, z), tissue, body = torso(size, rng, 0.04, (0.9, 0.68), 0.06)
     tissue[blob([x, y], (0, 0), jitter(rng, (0.8, 0.58), 0.06), rng, 0.05) & body] = 2
     tissue[blob([x, y], (0, -0.4), (0.11, 0.11), rng, 0.02) & body] = 3
     organs = [
@@ -93,22 +143,10 @@ def abdomen_anatomy(size: int, rng: np.random.Generator) -> Anatomy:
         centre = np.asarray(centre) + rng.uniform(-0.05, 0.05, 3)
         tissue[blob([x, y, z], centre, jitter(rng, radii, 0.15), rng) & body] = value
     label = np.where(tissue >= 4, tissue - 3, 0).astype(np.uint8)
-    spacing = (300.0 / size, 300.0 / size, 600.0 / size)
-    return Anatomy(tissue, label, spacing)
+    return Anatomy(tissue, label, torso_spacing(size))
 
 
-def render_abdomen(anatomy: Anatomy, domain: str, rng: np.random.Generator) -> np.ndarray:
-    """CT (HU-like values, Gaussian noise) or MR (T2-like values, bias field, Rician noise)."""
-    tissue, shape = anatomy.tissue, anatomy.tissue.shape
-    texture = 1 + 0.05 * smooth_field(shape, rng, 0.03)
-    if domain == "ct":
-        image = ABDOMEN_CT[tissue] * np.where(tissue > 0, texture, 1)
-        return (image + rng.normal(0, 20, shape)).astype(np.float32)
-    if domain == "mr":
-        bias = np.exp(0.25 * smooth_field(shape, rng, 0.3))
-        image = ABDOMEN_MR[tissue] * texture * bias
-        return rician(image, 25.0, rng)
-    raise ValueError(f"Unknown abdomen domain {domain!r}; expected 'ct' or 'mr'.")
+render_abdomen = CTMRRendering(ABDOMEN_CT, ABDOMEN_MR, texture=0.05, ct_noise=20.0, bias=0.25, mr_noise=25.0)
 
 
 # --- cardiac: CT and MR with an uneven gap across structures ------------------------------
@@ -127,11 +165,7 @@ def cardiac_anatomy(size: int, rng: np.random.Generator) -> Anatomy:
         size: in-plane pixels; the volume is ``(size, size, size // 2)``.
         rng: the subject's generator.
     """
-    shape = (size, size, max(size // 2, 4))
-    x, y, z = deformed(grid(shape), rng, 0.03)
-    tissue = np.zeros(shape, np.uint8)
-    body = blob([x, y], (0, 0), jitter(rng, (0.92, 0.7), 0.05), rng, 0.05)
-    tissue[body] = 1
+    (x, y, z), tissue, body = torso(size, rng, 0.03, (0.92, 0.7), 0.05)
     for side in (-1, 1):
         tissue[blob([x, y, z], (side * 0.5, -0.05, 0), jitter(rng, (0.33, 0.45, 1.3), 0.08), rng) & body] = 2
     lv_centre = np.array([0.12, 0.05, -0.1]) + rng.uniform(-0.05, 0.05, 3)
@@ -149,20 +183,10 @@ def cardiac_anatomy(size: int, rng: np.random.Generator) -> Anatomy:
     aorta = ((x - centre_x) ** 2 + (y - centre_y) ** 2 <= radius**2) & (z > -0.2) & (tissue != 5) & (tissue != 6)
     tissue[aorta] = 3
     label = np.where(tissue >= 3, tissue - 2, 0).astype(np.uint8)
-    spacing = (300.0 / size, 300.0 / size, 600.0 / size)
-    return Anatomy(tissue, label, spacing)
+    return Anatomy(tissue, label, torso_spacing(size))
 
 
-def render_cardiac(anatomy: Anatomy, domain: str, rng: np.random.Generator) -> np.ndarray:
-    """CT (HU-like values, Gaussian noise) or MR (bias field, Rician noise)."""
-    tissue, shape = anatomy.tissue, anatomy.tissue.shape
-    texture = 1 + 0.04 * smooth_field(shape, rng, 0.03)
-    if domain == "ct":
-        return (CARDIAC_CT[tissue] * np.where(tissue > 0, texture, 1) + rng.normal(0, 25, shape)).astype(np.float32)
-    if domain == "mr":
-        bias = np.exp(0.2 * smooth_field(shape, rng, 0.3))
-        return rician(CARDIAC_MR[tissue] * texture * bias, 30.0, rng)
-    raise ValueError(f"Unknown cardiac domain {domain!r}; expected 'ct' or 'mr'.")
+render_cardiac = CTMRRendering(CARDIAC_CT, CARDIAC_MR, texture=0.04, ct_noise=25.0, bias=0.2, mr_noise=30.0)
 
 
 # --- brain: paired T1-like and T2-like slices ---------------------------------------------
