@@ -10,7 +10,7 @@ from monai.utils import set_determinism
 
 from common.data.datalist import load_datalist
 from common.data.datasets import PairedDataset, SliceDataset, UnpairedDataset, VolumeAssembler
-from common.data.gap import domain_transform
+from common.data.io import domain_transform
 
 
 def test_unpaired_dataset_visits_every_source_and_draws_targets():

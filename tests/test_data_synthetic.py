@@ -175,3 +175,11 @@ def test_preview_draws_every_panel(synthetic, tmp_path, task, grid):
     # every panel shows something: each column band has dark and bright pixels
     for band in np.array_split(image, columns, axis=1):
         assert band.min() < 0.2 and band.max() > 0.6
+
+
+def test_ensure_dataset_refuses_data_generated_with_other_options(tmp_path):
+    ensure_dataset(tmp_path / "data", "polyp", size=24, subjects=3)
+    with pytest.raises(ValueError, match=r"generated with other options \(size: 24, asked 32\)"):
+        ensure_dataset(tmp_path / "data", "polyp", size=32, subjects=3)
+    with pytest.raises(ValueError, match=r"task: 'polyp', asked 'brain'"):
+        ensure_dataset(tmp_path / "data", "brain", size=24)

@@ -183,3 +183,30 @@ class VolumeAssembler:
         if missing:
             raise ValueError(f"Volume {volume_id} is missing slices {missing[:10]}.")
         return torch.stack([slices[k] for k in range(len(slices))], dim=-1)
+
+
+def image_dataset(datalist: dict, domain: str, split: str = "training", keys: Sequence[str] = ("image",)) -> Sequence[dict]:
+    """One domain's images of one split, loaded, normalised to [-1, 1] and cached, as 2D samples.
+
+    3D volumes are cut into their slices along the last axis (:class:`SliceDataset`); 2D images
+    are returned as they are.
+
+    Args:
+        datalist: a loaded datalist (``common.data.datalist.load_datalist``).
+        domain: ``"source"`` or ``"target"``.
+        split: ``"training"``, ``"validation"`` or ``"test"``.
+        keys: the keys to load (``image``, and ``label`` for source images).
+
+    Returns:
+        A dataset of dictionaries with ``(C, H, W)`` tensors.
+
+    Raises:
+        DatalistError: the split does not exist.
+    """
+    from monai.data import CacheDataset
+
+    from common.data.datalist import entries
+    from common.data.io import domain_transform
+
+    volumes = CacheDataset(entries(datalist, domain, split), domain_transform(datalist, domain, keys), progress=False)
+    return SliceDataset(volumes, keys) if datalist["tensor_dim"] == 3 else volumes

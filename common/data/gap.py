@@ -15,33 +15,17 @@ from monai.data import CacheDataset, DataLoader
 from monai.inferers import SliceInferer
 from monai.losses import DiceCELoss
 from monai.networks.nets import BasicUNet
-from monai.transforms import Compose, EnsureTyped
 from monai.utils import set_determinism
 from tqdm import trange
 
 from common.data.datalist import entries, load_datalist
 from common.data.datasets import SliceDataset
-from common.data.io import LoadImageByTyped, intensity_transform
+from common.data.io import domain_transform
 from common.metrics import evaluate_segmentation
 
-__all__ = ["domain_transform", "measure_gap"]
+__all__ = ["measure_gap"]
 
 logger = logging.getLogger(__name__)
-
-
-def domain_transform(datalist: dict, domain: str, keys: tuple[str, ...] = ("image", "label")) -> Compose:
-    """Loading and [-1, 1] normalisation of one domain's images, as the datalist describes it.
-
-    Args:
-        datalist: a loaded datalist.
-        domain: ``"source"`` or ``"target"``.
-        keys: the keys to load; ``image`` is normalised.
-
-    Returns:
-        The MONAI transform.
-    """
-    spec = datalist["domains"][domain]["intensity"]
-    return Compose([LoadImageByTyped(keys), intensity_transform("image", spec), EnsureTyped(keys, track_meta=True)])
 
 
 def _gap_splits(datalist: dict) -> dict[str, list[dict]]:

@@ -18,6 +18,8 @@ import nibabel as nib
 import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import (
+    Compose,
+    EnsureTyped,
     LoadImage,
     MapTransform,
     ScaleIntensityRanged,
@@ -26,7 +28,7 @@ from monai.transforms import (
 )
 from PIL import Image
 
-__all__ = ["reader_for", "LoadImageByTyped", "intensity_transform", "write_nifti", "write_png"]
+__all__ = ["reader_for", "LoadImageByTyped", "intensity_transform", "domain_transform", "write_nifti", "write_png"]
 
 _READERS = {
     ".nii": "NibabelReader",
@@ -144,6 +146,21 @@ def intensity_transform(keys: KeysCollection, spec: Mapping[str, Sequence[float]
     if kind == "range":
         return ScaleIntensityRanged(keys, a_min=values[0], a_max=values[1], b_min=-1.0, b_max=1.0, clip=True)
     return ScaleIntensityRangePercentilesd(keys, lower=values[0], upper=values[1], b_min=-1.0, b_max=1.0, clip=True)
+
+
+def domain_transform(datalist: dict, domain: str, keys: Sequence[str] = ("image", "label")) -> Compose:
+    """Loading and [-1, 1] normalisation of one domain's images, as the datalist describes it.
+
+    Args:
+        datalist: a loaded datalist.
+        domain: ``"source"`` or ``"target"``.
+        keys: the keys to load; ``image`` is normalised.
+
+    Returns:
+        The MONAI transform.
+    """
+    spec = datalist["domains"][domain]["intensity"]
+    return Compose([LoadImageByTyped(keys), intensity_transform("image", spec), EnsureTyped(keys, track_meta=True)])
 
 
 def write_nifti(path: Path, array: np.ndarray, spacing: Sequence[float]) -> None:

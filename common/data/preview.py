@@ -11,14 +11,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from common.data.datalist import load_datalist  # noqa: E402
-from common.data.io import LoadImageByTyped, intensity_transform  # noqa: E402
+from common.data.datalist import load_datalist
+from common.data.io import LoadImageByTyped, intensity_transform
 
 __all__ = ["preview", "main"]
 
@@ -47,7 +45,8 @@ def preview(datalist_path: str | Path, out: str | Path) -> Path:
                                   (f"reference ({other} rendering)", entry["reference"], other)], entry["label"]))
     dim = datalist["tensor_dim"]
     columns = max(len(panels) for _, panels, _ in rows) + 1
-    fig, axes = plt.subplots(len(rows), columns, figsize=(3.2 * columns, 3.2 * len(rows)), squeeze=False, dpi=100)
+    fig = Figure(figsize=(3.2 * columns, 3.2 * len(rows)), dpi=100)
+    axes = fig.subplots(len(rows), columns, squeeze=False)
     for row, (name, panels, label_path) in enumerate(rows):
         label = _load(label_path, dim)[0] if label_path else None
         first = None
@@ -68,7 +67,6 @@ def preview(datalist_path: str | Path, out: str | Path) -> Path:
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out)
-    plt.close(fig)
     return out
 
 
@@ -85,7 +83,7 @@ def _display(image: np.ndarray, intensity: dict) -> np.ndarray:
     return np.moveaxis(display, 0, -1) if display.shape[0] == 3 else display[0]
 
 
-def _show(ax: plt.Axes, image: np.ndarray, title: str) -> None:
+def _show(ax: Axes, image: np.ndarray, title: str) -> None:
     ax.imshow(np.swapaxes(image, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.axis("off")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from common.data import phantoms
@@ -205,14 +206,31 @@ def ensure_dataset(dataset_dir: str | Path, task: str, **options) -> Path:
 
     Raises:
         ValueError: the folder exists but holds no ``datalist.json``.
+
+    Under ``torch.distributed``, rank 0 generates while the other ranks wait at a barrier.
     """
     dataset_dir = Path(dataset_dir)
+    datalist = dataset_dir / "datalist.json"
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed and torch.distributed.get_rank() != 0:
+        torch.distributed.barrier()  # rank 0 generates; the others wait for it
+        return datalist
     if not dataset_dir.exists():
         logger.info("Dataset folder %s does not exist: generating the synthetic %r task there.", dataset_dir, task)
-        return generate(task, dataset_dir, **options)
-    datalist = dataset_dir / "datalist.json"
+        generate(task, dataset_dir, **options)
+    if distributed:
+        torch.distributed.barrier()
     if not datalist.exists():
         raise ValueError(f"{dataset_dir} exists but has no datalist.json; point `datalist` at yours or remove the folder.")
+    recorded = json.loads(datalist.read_text()).get("generator")
+    if recorded is not None:  # synthetic data: it must be what was asked for
+        asked = {"task": task, **{k: v for k, v in options.items() if v is not None and k in recorded}}
+        different = {k: (recorded.get(k), v) for k, v in asked.items() if recorded.get(k) != v}
+        if different:
+            raise ValueError(
+                f"{dataset_dir} holds synthetic data generated with other options ({', '.join(f'{k}: {old!r}, asked {new!r}' for k, (old, new) in different.items())}); "
+                "remove the folder or choose another `dataset_dir`."
+            )
     return datalist
 
 

@@ -1,0 +1,107 @@
+"""Image-to-image generators.
+
+MONAI has no CycleGAN ResNet generator (its GAN generators map a latent code to an image), so
+:class:`ResnetGenerator` is written here, following Johnson et al. (2016) as the CycleGAN code
+configures it: ``c7s1-ngf, d2ngf, d4ngf, R4ngf x n, u2ngf, ungf, c7s1-out``, instance norm,
+reflection padding, tanh output, weights drawn from N(0, 0.02).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ResnetGenerator", "init_normal"]
+
+
+def init_normal(module: nn.Module, std: float = 0.02) -> None:
+    """CycleGAN's ``init_type='normal'``: convolution weights ~ N(0, std), biases 0.
+
+    Args:
+        module: a module (use with ``net.apply(init_normal)``).
+        std: standard deviation of the weights.
+    """
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, padding_mode="reflect"),
+            nn.InstanceNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1, padding_mode="reflect"),
+            nn.InstanceNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """CycleGAN's ResNet generator for 2D images.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        ngf: filters of the first layer (64 in the paper).
+        n_blocks: residual blocks (9 for 256x256 images, 6 for 128x128).
+        n_downsampling: stride-2 convolutions (and as many transposed convolutions back).
+
+    Raises:
+        ValueError: non-positive sizes.
+
+    Shapes:
+        ``(B, in_channels, H, W) -> (B, out_channels, H, W)`` for ``H`` and ``W`` divisible by
+        ``2 ** n_downsampling``; the output is in [-1, 1].
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, ngf: int = 64, n_blocks: int = 9,
+                 n_downsampling: int = 2) -> None:
+        super().__init__()
+        if min(in_channels, out_channels, ngf) < 1 or n_blocks < 0 or n_downsampling < 0:
+            raise ValueError(
+                f"ResnetGenerator needs positive channel counts and non-negative block counts, got in_channels="
+                f"{in_channels}, out_channels={out_channels}, ngf={ngf}, n_blocks={n_blocks}, n_downsampling={n_downsampling}."
+            )
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, ngf, 7, padding=3, padding_mode="reflect"),
+            nn.InstanceNorm2d(ngf),
+            nn.ReLU(inplace=True),
+        ]
+        channels = ngf
+        for _ in range(n_downsampling):
+            layers += [nn.Conv2d(channels, channels * 2, 3, stride=2, padding=1), nn.InstanceNorm2d(channels * 2),
+                       nn.ReLU(inplace=True)]
+            channels *= 2
+        layers += [_ResidualBlock(channels) for _ in range(n_blocks)]
+        for _ in range(n_downsampling):
+            layers += [nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1),
+                       nn.InstanceNorm2d(channels // 2), nn.ReLU(inplace=True)]
+            channels //= 2
+        layers += [nn.Conv2d(channels, out_channels, 7, padding=3, padding_mode="reflect"), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+        self.apply(init_normal)
+        self.multiple = 2**n_downsampling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Translates a batch.
+
+        Args:
+            x: images ``(B, in_channels, H, W)``.
+
+        Returns:
+            The translations, ``(B, out_channels, H, W)``, in [-1, 1].
+
+        Raises:
+            ValueError: not a 4D batch, or a spatial size not divisible by ``2 ** n_downsampling``.
+        """
+        if x.ndim != 4 or x.shape[2] % self.multiple or x.shape[3] % self.multiple:
+            raise ValueError(
+                f"ResnetGenerator expects (B, C, H, W) with H and W divisible by {self.multiple}, got {list(x.shape)}."
+            )
+        return self.model(x)

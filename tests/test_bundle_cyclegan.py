@@ -1,0 +1,152 @@
+"""The CycleGAN bundle end to end with quick.yaml, through `python -m monai.bundle` as users run it:
+training, resume, evaluation, inference, 2-process DDP (gloo on CPU) and `common.bundle check`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from common.bundle import check_bundle
+from common.data.datalist import load_datalist
+from common.data.io import domain_transform
+from common.inference import translate
+from common.metrics import nmae
+from common.networks import ResnetGenerator
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "cyclegan"
+QUICK = ["configs/train.yaml", "configs/quick.yaml"]
+QUICK_NET = {"ngf": 8, "n_blocks": 2}  # quick.yaml's generator
+
+
+def bundle_run(root: Path, run_id: str | None, configs: list[str], *extra: str, launcher: list[str] | None = None):
+    command = [*(launcher or [sys.executable]), "-m", "monai.bundle", "run", *([run_id] if run_id else []),
+               "--config_file", str(configs), "--meta_file", "configs/metadata.json", "--bundle_root", ".",
+               "--logging_file", "configs/logging.conf", *extra]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cyclegan")
+    shutil.copytree(BUNDLE, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("models", "eval", "data"))
+    log = bundle_run(root, "training", QUICK)
+    return root, log
+
+
+def test_training_writes_release_weights_and_resume_checkpoint(trained):
+    root, log = trained
+    assert "generating the synthetic 'abdomen' task" in log
+    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    network = ResnetGenerator(1, 1, **QUICK_NET)
+    network.load_state_dict(state)  # a bare state_dict of G_AB
+    resume = torch.load(root / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    assert {"G_AB", "G_BA", "D_A", "D_B", "optimizer_g", "optimizer_d", "trainer", "pool_A"} <= set(resume)
+    assert resume["trainer"]["iteration"] == 3 * 6  # (2 constant + 1 decay epochs) x 6 iterations
+    for key in resume["G_AB"]:
+        assert torch.equal(resume["G_AB"][key], state[key])
+    assert (root / "eval" / "images_latest.png").is_file()
+    assert any((root / "eval" / "tensorboard").iterdir())
+
+
+def test_resume_continues_the_iteration_count(trained, tmp_path):
+    root, _ = trained
+    copy = tmp_path / "bundle"
+    shutil.copytree(root, copy)
+    log = bundle_run(copy, "training", QUICK, "--resume", "true", "--decay_epochs", "2")
+    assert "Restored all variables" in log
+    assert "Epoch: 4/4" in log and "Epoch: 1/4" not in log  # only the new epoch ran
+    resume = torch.load(copy / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    assert resume["trainer"]["iteration"] == 4 * 6 and resume["trainer"]["max_epochs"] == 4
+
+
+def test_evaluation_scores_against_the_references(trained):
+    root, log = trained
+    log = bundle_run(root, "evaluating", [*QUICK, "configs/evaluate.yaml"])
+    assert "examples.png" in log
+    metrics = json.loads((root / "eval" / "metrics.json").read_text())
+    datalist = load_datalist(root / "data" / "abdomen_32" / "datalist.json")
+    assert len(metrics["per_volume"]) == len(datalist["source"]["test"])
+    # The identity baseline, recomputed independently: the normalised CT against its MR rendering.
+    entry = datalist["source"]["test"][0]
+    ct = domain_transform(datalist, "source", ("image",))({"image": entry["image"]})["image"][0]
+    mr = domain_transform(datalist, "target", ("image",))({"image": entry["reference"]})["image"][0]
+    assert metrics["per_volume"][0]["identity_nmae"] == pytest.approx(nmae(ct, mr, ct > -1), rel=1e-6)
+    for key in ("nmae", "psnr", "ssim"):
+        assert np.isfinite(metrics["mean"][key])
+    assert 0 < metrics["mean"]["nmae"] < 1
+    assert (root / "eval" / "metrics.csv").read_text().startswith("volume,nmae,psnr,ssim")
+    assert (root / "eval" / "examples.png").stat().st_size > 10_000
+
+
+def test_inference_translates_with_the_inputs_geometry(trained, tmp_path):
+    root, _ = trained
+    source = root / "data" / "abdomen_32" / "source" / "images"
+    bundle_run(root, None, ["configs/inference.yaml", "configs/quick.yaml"],
+               "--input", str(source), "--output_dir", str(tmp_path))
+    inputs = sorted(source.glob("*.nii.gz"))
+    outputs = sorted(tmp_path.glob("*_trans.nii.gz"))
+    assert [o.name.replace("_trans", "") for o in outputs] == [i.name for i in inputs]
+    first_in, first_out = nib.load(inputs[0]), nib.load(outputs[0])
+    assert first_out.shape == first_in.shape
+    np.testing.assert_allclose(first_out.affine, first_in.affine)
+    # The written translation is the network's output on the normalised input.
+    network = ResnetGenerator(1, 1, **QUICK_NET)
+    network.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+    datalist = load_datalist(root / "data" / "abdomen_32" / "datalist.json")
+    image = domain_transform(datalist, "source", ("image",))({"image": str(inputs[0])})["image"]
+    expected = translate(network.eval(), image)[0].numpy()
+    np.testing.assert_allclose(np.asarray(first_out.dataobj), expected, atol=1e-5)
+
+
+def test_two_process_ddp_on_cpu(trained, tmp_path):
+    root, _ = trained
+    copy = tmp_path / "bundle"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("models", "eval"))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29631"]
+    log = bundle_run(copy, "training", [*QUICK, "configs/multi_gpu_train.yaml"], launcher=torchrun)
+    assert log.count("Epoch: 3/3, Iter: 6/6") == 1  # handlers on rank 0 only
+    resume = torch.load(copy / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    assert resume["trainer"]["iteration"] == 18
+    assert (copy / "models" / "model.pt").is_file()
+
+
+def test_bundle_check_and_torchscript_export(trained):
+    root, _ = trained
+    passed = check_bundle(root, overlays=["configs/quick.yaml"])
+    assert any("exports to models/model.ts" in line for line in passed)
+    scripted = torch.jit.load(str(root / "models" / "model.ts"))
+    network = ResnetGenerator(1, 1, **QUICK_NET)
+    network.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+    x = torch.rand(1, 1, 32, 32) * 2 - 1
+    torch.testing.assert_close(scripted(x), network.eval()(x))
+
+
+def test_bundle_check_reports_problems(tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, copy, ignore=shutil.ignore_patterns("models", "eval", "data"))
+    meta = json.loads((copy / "configs" / "metadata.json").read_text())
+    meta["version"] = "0.2.0"
+    (copy / "configs" / "metadata.json").write_text(json.dumps(meta))
+    from common.bundle import BundleCheckError
+
+    with pytest.raises(BundleCheckError, match="changelog has no entry for version 0.2.0"):
+        check_bundle(copy, export=False)
+    del meta["required_packages_version"]["monai-crossdomain"]
+    (copy / "configs" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleCheckError, match="required_packages_version: 'monai-crossdomain' is a required property"):
+        check_bundle(copy, export=False)
+    (copy / "docs" / "README.md").unlink()
+    with pytest.raises(BundleCheckError, match="missing required files: docs/README.md"):
+        check_bundle(copy, export=False)
