@@ -105,13 +105,22 @@ def translate_files(
         image = normalise(loader({"image": path}))["image"]
         output = translate(network, image.to(device)).cpu()
         two_d = reader_for(path) == "PILReader"
-        saver = SaveImage(
-            output_dir=str(output_dir), output_postfix="trans", output_ext=".png" if two_d else ".nii.gz",
-            separate_folder=False, print_log=False, scale=255 if two_d else None,
-            output_dtype=np.uint8 if two_d else np.float32,
-        )
+        extension = ".png" if two_d else ".nii.gz"
+        saver = SaveImage(output_ext=extension, print_log=False, scale=255 if two_d else None,
+                          output_dtype=np.uint8 if two_d else np.float32)
         values = (output + 1) / 2 if two_d else output
-        saved = saver(MetaTensor(values.float(), meta=image.meta))
-        written.append(saved.meta["saved_to"] if "saved_to" in saved.meta else str(output_dir))
-        logger.debug("translated %s", path)
+        target = Path(output_dir) / f"{_stem(path)}_trans"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        saver(MetaTensor(values.float(), meta=image.meta), filename=str(target))
+        written.append(f"{target}{extension}")
+    logger.info("Wrote %d translations to %s", len(written), output_dir)
     return written
+
+
+def _stem(path: str) -> str:
+    """A file's name without its image extension (a DICOM-series folder's name as it is)."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name

@@ -128,13 +128,13 @@ class MultiNetworkTrainer(Trainer):
         Raises:
             FloatingPointError: a loss is NaN or infinite; the message names it.
         """
-        for name, value in losses.items():
-            value = float(value.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"Loss {name!r} is {value} at epoch {self.state.epoch}, iteration {self.state.iteration}; "
-                    "training stopped. Check the input intensities (normalised to [-1, 1]?) and the learning rates."
-                )
+        values = torch.stack([value.detach().float() for value in losses.values()])
+        if not bool(torch.isfinite(values).all()):  # one device sync for all the terms
+            name, value = next((n, float(v)) for n, v in zip(losses, values) if not math.isfinite(float(v)))
+            raise FloatingPointError(
+                f"Loss {name!r} is {value} at epoch {self.state.epoch}, iteration {self.state.iteration}; "
+                "training stopped. Check the input intensities (normalised to [-1, 1]?) and the learning rates."
+            )
         optimiser = self.optimizers[optimizer]
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -150,4 +150,5 @@ class MultiNetworkTrainer(Trainer):
         Returns:
             Named floats.
         """
-        return {name: float(value.detach()) for name, value in losses.items()}
+        values = torch.stack([value.detach().float() for value in losses.values()]).tolist()
+        return dict(zip(losses, values))
