@@ -150,3 +150,16 @@ def test_bundle_check_reports_problems(tmp_path):
     (copy / "docs" / "README.md").unlink()
     with pytest.raises(BundleCheckError, match="missing required files: docs/README.md"):
         check_bundle(copy, export=False)
+
+
+def test_training_on_another_datalist(tmp_path, synthetic):
+    """Pointing `datalist` at other data: RGB images set the channel counts from the datalist."""
+    datalist = synthetic("polyp", size=32, subjects=5)
+    root = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, root, ignore=shutil.ignore_patterns("models", "eval", "data"))
+    log = bundle_run(root, "training", QUICK, "--datalist", str(datalist), "--epoch_length", "2")
+    assert "generating" not in log and not (root / "data").exists()
+    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    network = ResnetGenerator(3, 3, **QUICK_NET)
+    network.load_state_dict(state)
+    assert state["model.0.weight"].shape[1] == 3
