@@ -14,7 +14,7 @@ import torch
 from monai.data import CacheDataset
 from torch import nn
 
-from common.data.datalist import entries
+from common.data.datalist import DatalistError, entries
 from common.data.io import domain_transform
 from common.inference import translate
 from common.metrics import nmae, psnr, ssim
@@ -61,8 +61,6 @@ def evaluate_translation(
     other = "target" if domain == "source" else "source"
     items = entries(datalist, domain, split)
     if any("reference" not in e for e in items):
-        from common.data.datalist import DatalistError
-
         raise DatalistError(f"`{domain}.{split}` entries need a `reference` (the subject in the other domain).")
     inputs = CacheDataset([{"image": e["image"]} for e in items], domain_transform(datalist, domain, ("image",)),
                           progress=False)

@@ -163,3 +163,12 @@ def test_training_on_another_datalist(tmp_path, synthetic):
     network = ResnetGenerator(3, 3, **QUICK_NET)
     network.load_state_dict(state)
     assert state["model.0.weight"].shape[1] == 3
+
+
+def test_run_is_training_for_monai_label(tmp_path, trained):
+    root, _ = trained
+    copy = tmp_path / "bundle"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("models", "eval"))
+    log = bundle_run(copy, None, QUICK)  # MONAI Label calls the default id, `run`
+    assert "Epoch: 3/3, Iter: 6/6" in log
+    assert (copy / "models" / "model.pt").is_file()

@@ -12,11 +12,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from monai.data import CacheDataset
 from monai.transforms import Randomizable
 
+from common.data.datalist import entries
+from common.data.io import domain_transform
 from common.data.phantoms import misalign
 
-__all__ = ["UnpairedDataset", "PairedDataset", "SliceDataset", "VolumeAssembler"]
+__all__ = ["UnpairedDataset", "PairedDataset", "SliceDataset", "VolumeAssembler", "image_dataset"]
 
 
 class UnpairedDataset(Randomizable, torch.utils.data.Dataset):
@@ -203,10 +206,5 @@ def image_dataset(datalist: dict, domain: str, split: str = "training", keys: Se
     Raises:
         DatalistError: the split does not exist.
     """
-    from monai.data import CacheDataset
-
-    from common.data.datalist import entries
-    from common.data.io import domain_transform
-
     volumes = CacheDataset(entries(datalist, domain, split), domain_transform(datalist, domain, keys), progress=False)
     return SliceDataset(volumes, keys) if datalist["tensor_dim"] == 3 else volumes
