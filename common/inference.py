@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common.data.datalist import entries, load_datalist
-from common.data.io import LoadImageByTyped, intensity_transform, reader_for
+from common.data.io import LoadImageByTyped, image_stem, intensity_transform, reader_for
 
 __all__ = ["input_files", "translate", "translate_files"]
 
@@ -109,18 +109,10 @@ def translate_files(
         saver = SaveImage(output_ext=extension, print_log=False, scale=255 if two_d else None,
                           output_dtype=np.uint8 if two_d else np.float32)
         values = (output + 1) / 2 if two_d else output
-        target = Path(output_dir) / f"{_stem(path)}_trans"
+        target = Path(output_dir) / f"{image_stem(path)}_trans"
         target.parent.mkdir(parents=True, exist_ok=True)
         saver(MetaTensor(values.float(), meta=image.meta), filename=str(target))
         written.append(f"{target}{extension}")
     logger.info("Wrote %d translations to %s", len(written), output_dir)
     return written
 
-
-def _stem(path: str) -> str:
-    """A file's name without its image extension (a DICOM-series folder's name as it is)."""
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name

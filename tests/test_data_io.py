@@ -107,3 +107,10 @@ def test_intensity_transforms():
         intensity_transform("image", {"range": [0, 1], "percentiles": [1, 99]})
     with pytest.raises(ValueError, match=r"`intensity.range` must be two increasing numbers"):
         intensity_transform("image", {"range": [1, 0]})
+
+
+def test_image_stem():
+    from common.data.io import image_stem
+
+    assert [image_stem(p) for p in ("a/ct.nii.gz", "b.PNG", "series_dir", "x.nii", "s.dcm")] == [
+        "ct", "b", "series_dir", "x", "s"]

@@ -28,7 +28,7 @@ from monai.transforms import (
 )
 from PIL import Image
 
-__all__ = ["reader_for", "LoadImageByTyped", "intensity_transform", "domain_transform", "write_nifti", "write_png"]
+__all__ = ["image_stem", "reader_for", "LoadImageByTyped", "intensity_transform", "domain_transform", "write_nifti", "write_png"]
 
 _READERS = {
     ".nii": "NibabelReader",
@@ -41,6 +41,20 @@ _READERS = {
     ".tif": "PILReader",
     ".tiff": "PILReader",
 }
+
+
+def image_stem(path: str | Path) -> str:
+    """A file's name without its image extension (``ct.nii.gz`` -> ``ct``; a DICOM-series folder's name as it is).
+
+    Args:
+        path: an image file or folder.
+
+    Returns:
+        The stem.
+    """
+    name = Path(path).name
+    suffix = next((s for s in _READERS if name.lower().endswith(s)), "")
+    return name[: len(name) - len(suffix)]
 
 
 def reader_for(path: str | Path) -> str:

@@ -37,7 +37,8 @@ class MultiNetworkTrainer(Trainer):
     It moves the networks to the device (``channels_last`` on CUDA when asked), runs the
     forward passes under bf16 autocast on CUDA when ``amp`` is set (bf16 needs no loss scaling,
     so there is no ``GradScaler`` to keep), toggles ``requires_grad``, stops with a clear error
-    when a loss is not finite, and returns the iteration's losses as floats under ``"loss"``
+    when a loss is not finite (:meth:`step`, which also returns the losses as floats), and
+    returns the iteration's losses as floats under ``"loss"``
     (for the stats handlers) and its images under ``"images"`` (for image grids).
 
     Args:
@@ -117,7 +118,7 @@ class MultiNetworkTrainer(Trainer):
             for parameter in self.networks[name].parameters():
                 parameter.requires_grad_(requires_grad)
 
-    def step(self, optimizer: str, loss: torch.Tensor, losses: Mapping[str, torch.Tensor]) -> None:
+    def step(self, optimizer: str, loss: torch.Tensor, losses: Mapping[str, torch.Tensor]) -> dict[str, float]:
         """Checks the losses, back-propagates ``loss`` and steps one optimiser.
 
         Args:
@@ -125,30 +126,21 @@ class MultiNetworkTrainer(Trainer):
             loss: the total to minimise.
             losses: its named terms, checked to be finite first.
 
+        Returns:
+            The named terms as Python floats (read with one device sync), for the iteration's output.
+
         Raises:
             FloatingPointError: a loss is NaN or infinite; the message names it.
         """
-        values = torch.stack([value.detach().float() for value in losses.values()])
-        if not bool(torch.isfinite(values).all()):  # one device sync for all the terms
-            name, value = next((n, float(v)) for n, v in zip(losses, values) if not math.isfinite(float(v)))
+        values = dict(zip(losses, torch.stack([value.detach().float() for value in losses.values()]).tolist()))
+        bad = next((name for name, value in values.items() if not math.isfinite(value)), None)
+        if bad is not None:
             raise FloatingPointError(
-                f"Loss {name!r} is {value} at epoch {self.state.epoch}, iteration {self.state.iteration}; "
+                f"Loss {bad!r} is {values[bad]} at epoch {self.state.epoch}, iteration {self.state.iteration}; "
                 "training stopped. Check the input intensities (normalised to [-1, 1]?) and the learning rates."
             )
         optimiser = self.optimizers[optimizer]
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-
-    @staticmethod
-    def scalars(losses: Mapping[str, torch.Tensor]) -> dict[str, float]:
-        """The losses as Python floats.
-
-        Args:
-            losses: named scalar tensors.
-
-        Returns:
-            Named floats.
-        """
-        values = torch.stack([value.detach().float() for value in losses.values()]).tolist()
-        return dict(zip(losses, values))
+        return values

@@ -115,7 +115,7 @@ class CycleGANTrainer(MultiNetworkTrainer):
                 weight = self.lambda_cycle * self.lambda_identity
                 g_losses["idt_A"] = weight * identity_loss(g_ab(real_b), real_b)
                 g_losses["idt_B"] = weight * identity_loss(g_ba(real_a), real_a)
-        self.step("generators", sum(g_losses.values()), g_losses)
+        g_values = self.step("generators", sum(g_losses.values()), g_losses)
 
         # Discriminators, on real images and pooled fakes.
         self.set_requires_grad(("D_A", "D_B"), True)
@@ -124,7 +124,7 @@ class CycleGANTrainer(MultiNetworkTrainer):
                 "D_A": 0.5 * (adv(d_a(real_a), True) + adv(d_a(self.pool_a.query(fake_a)), False)),
                 "D_B": 0.5 * (adv(d_b(real_b), True) + adv(d_b(self.pool_b.query(fake_b)), False)),
             }
-        self.step("discriminators", d_losses["D_A"] + d_losses["D_B"], d_losses)
+        d_values = self.step("discriminators", d_losses["D_A"] + d_losses["D_B"], d_losses)
 
         images = {"real_A": real_a, "fake_B": fake_b, "rec_A": rec_a, "real_B": real_b, "fake_A": fake_a, "rec_B": rec_b}
-        return {"loss": self.scalars({**g_losses, **d_losses}), "images": {k: v.detach() for k, v in images.items()}}
+        return {"loss": {**g_values, **d_values}, "images": {k: v.detach() for k, v in images.items()}}
