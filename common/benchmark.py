@@ -2,8 +2,9 @@
 
 ``train-step`` builds a bundle's trainer from its ``train.yaml`` (the full networks, AMP and
 ``channels_last`` as configured, which apply on CUDA), feeds it random images of the given size,
-and reports training iterations per second after a warm-up, with the peak memory: CUDA memory
-allocated on a GPU, the process's peak resident memory on a CPU.
+and reports training iterations per second after a warm-up, with the peak memory (CUDA memory
+allocated on a GPU, the process's peak resident memory on a CPU) and the parameter count of
+each network trained.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.utils import set_determinism
@@ -48,8 +50,8 @@ def train_step(bundle: str, size: int = 256, batch_size: int = 1, iterations: in
     parser["in_channels"] = parser["out_channels"] = 1
     for key, value in (overrides or {}).items():
         parser[key] = value
-    images = {"source_image": torch.rand(batch_size, 1, size, size) * 2 - 1,
-              "target_image": torch.rand(batch_size, 1, size, size) * 2 - 1}
+    a, b = (torch.rand(batch_size, 1, size, size) * 2 - 1 for _ in range(2))
+    images = {"source_image": a, "target_image": b, "image": a, "target": b}  # unpaired and paired bundles' keys
     parser["train#dataloader"] = [images] * (warmup + iterations)
     parser["train#trainer#train_handlers"] = []
     parser["train#trainer#max_epochs"] = 1
@@ -93,6 +95,7 @@ def train_step(bundle: str, size: int = 256, batch_size: int = 1, iterations: in
         "channels_last": trainer.memory_format == torch.channels_last,
         "torch": torch.__version__,
         "overrides": overrides or {},
+        "parameters": {name: sum(p.numel() for p in net.parameters()) for name, net in trainer.networks.items()},
     }
 
 
@@ -107,8 +110,16 @@ def main(argv: list[str] | None = None) -> dict:
     step.add_argument("--iterations", type=int, default=20)
     step.add_argument("--warmup", type=int, default=3)
     step.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    step.add_argument("--set", action="append", default=[], metavar="ID=VALUE", dest="overrides",
+                      help="override a config id, the value read as YAML (e.g. --set mode=pix2pix); repeatable")
     args = parser.parse_args(argv)
-    result = train_step(args.bundle, args.size, args.batch_size, args.iterations, args.warmup)
+    overrides = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set expects ID=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    result = train_step(args.bundle, args.size, args.batch_size, args.iterations, args.warmup, overrides)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -46,7 +46,8 @@ def evaluate_translation(
         network: the translation network.
         datalist: a loaded datalist whose ``split`` entries have ``reference``.
         output_dir: where ``metrics.json``, ``metrics.csv`` and ``examples.png`` go.
-        domain: the input domain (``source`` for an A-to-B network).
+        domain: the input domain (``source`` for an A-to-B network), or ``paired`` for the
+            ``paired`` section (its ``image`` translated and scored against its aligned ``reference``).
         split: the split to evaluate.
         device: where to run.
         examples: how many subjects the figure shows.
@@ -58,11 +59,12 @@ def evaluate_translation(
     Raises:
         DatalistError: the split does not exist or its entries have no ``reference``.
     """
-    other = "target" if domain == "source" else "source"
+    own = "source" if domain == "paired" else domain  # a pair's image is in the source domain
+    other = "target" if own == "source" else "source"
     items = entries(datalist, domain, split)
     if any("reference" not in e for e in items):
         raise DatalistError(f"`{domain}.{split}` entries need a `reference` (the subject in the other domain).")
-    inputs = CacheDataset([{"image": e["image"]} for e in items], domain_transform(datalist, domain, ("image",)),
+    inputs = CacheDataset([{"image": e["image"]} for e in items], domain_transform(datalist, own, ("image",)),
                           progress=False)
     references = CacheDataset([{"image": e["reference"]} for e in items],
                               domain_transform(datalist, other, ("image",)), progress=False)

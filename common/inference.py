@@ -27,7 +27,8 @@ def input_files(source: str | Path, split: str = "test") -> list[str]:
     """The images to run inference on.
 
     Args:
-        source: a datalist JSON (its source-domain ``split``), a folder (every image in it, and
+        source: a datalist JSON (the images of its ``source`` section's ``split``, or of its
+            ``paired`` section's when it has no ``source``), a folder (every image in it, and
             every sub-folder as a DICOM series) or one image file.
         split: the datalist split to use.
 
@@ -39,7 +40,9 @@ def input_files(source: str | Path, split: str = "test") -> list[str]:
     """
     source = Path(source)
     if source.suffix == ".json":
-        return [entry["image"] for entry in entries(load_datalist(source), "source", split)]
+        datalist = load_datalist(source)
+        section = "source" if "source" in datalist else "paired"  # a paired datalist's images are in the source domain
+        return [entry["image"] for entry in entries(datalist, section, split)]
     if source.is_file():
         reader_for(source)
         return [str(source)]

@@ -18,11 +18,34 @@ def test_train_step_reports_the_configured_run(tmp_path):
 def test_command_line_writes_json(tmp_path, monkeypatch):
     calls = {}
 
-    def fake(bundle, size, batch_size, iterations, warmup):
-        calls.update(bundle=bundle, size=size, batch_size=batch_size, iterations=iterations, warmup=warmup)
+    def fake(bundle, size, batch_size, iterations, warmup, overrides):
+        calls.update(bundle=bundle, size=size, batch_size=batch_size, iterations=iterations, warmup=warmup,
+                     overrides=overrides)
         return {"benchmark": "train-step", "iterations_per_second": 1.5}
 
     monkeypatch.setattr("common.benchmark.train_step", fake)
-    main(["train-step", "--bundle", "cyclegan", "--size", "128", "--out", str(tmp_path / "b.json")])
-    assert calls == {"bundle": "cyclegan", "size": 128, "batch_size": 1, "iterations": 20, "warmup": 3}
+    main(["train-step", "--bundle", "reggan", "--size", "128", "--out", str(tmp_path / "b.json"),
+          "--set", "mode=pix2pix", "--set", "ngf=32", "--set", "betas=[0.9, 0.99]"])
+    assert calls == {"bundle": "reggan", "size": 128, "batch_size": 1, "iterations": 20, "warmup": 3,
+                     "overrides": {"mode": "pix2pix", "ngf": 32, "betas": [0.9, 0.99]}}  # values read as YAML
     assert json.loads((tmp_path / "b.json").read_text())["iterations_per_second"] == 1.5
+
+
+def test_paired_bundle_modes(tmp_path):
+    """The paired RegGAN bundle is benchmarked in the mode asked for, with its own networks."""
+    small = {"ngf": 4, "n_blocks": 1, "ndf": 4, "reg_channels": 4}
+    reggan = train_step("reggan", size=32, iterations=2, warmup=1, overrides={"mode": "reggan", **small})
+    pix2pix = train_step("reggan", size=32, iterations=2, warmup=1, overrides={"mode": "pix2pix", **small})
+    assert set(reggan["parameters"]) == {"G_AB", "R", "D_B"} and set(pix2pix["parameters"]) == {"G_AB", "D_B"}
+    assert reggan["parameters"]["G_AB"] == pix2pix["parameters"]["G_AB"]  # the same generator in both modes
+    # pix2pix's conditional discriminator reads T1 and T2: one more input channel in its first convolution.
+    first_layer = 4 * 4 * 4  # 4 filters of 4x4 per input channel
+    assert pix2pix["parameters"]["D_B"] - reggan["parameters"]["D_B"] == first_layer
+
+
+def test_set_needs_an_id_and_a_value(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["train-step", "--bundle", "reggan", "--set", "mode"])
+    assert "--set expects ID=VALUE" in capsys.readouterr().err

@@ -4,9 +4,7 @@ training, resume, evaluation, inference, 2-process DDP (gloo on CPU) and `common
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from bundle_helpers import bundle_run
 
 from common.bundle import check_bundle, find_monai_schema
 from common.data.datalist import load_datalist
@@ -25,16 +24,6 @@ from common.networks import ResnetGenerator
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "cyclegan"
 QUICK = ["configs/train.yaml", "configs/quick.yaml"]
 QUICK_NET = {"ngf": 8, "n_blocks": 2}  # quick.yaml's generator
-
-
-def bundle_run(root: Path, run_id: str | None, configs: list[str], *extra: str, launcher: list[str] | None = None):
-    command = [*(launcher or [sys.executable]), "-m", "monai.bundle", "run", *([run_id] if run_id else []),
-               "--config_file", str(configs), "--meta_file", "configs/metadata.json", "--bundle_root", ".",
-               "--logging_file", "configs/logging.conf", *extra]
-    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -43,21 +43,29 @@ def test_unpaired_dataset_on_a_datalist_never_sees_target_labels(synthetic):
         assert batch[key].min() >= -1 and batch[key].max() <= 1 and batch[key].max() > 0
 
 
-def test_paired_dataset_misaligns_only_the_target():
+def test_paired_dataset_misaligns_both_images_independently():
     yy, xx = np.mgrid[:32, :32]
     square = np.where((abs(yy - 16) < 8) & (abs(xx - 16) < 8), 1.0, -1.0).astype(np.float32)[None]
     data = [{"image": torch.as_tensor(square), "target": torch.as_tensor(square), "name": "s"}]
     assert PairedDataset(data, 0)[0]["target"] is data[0]["target"]
     dataset = PairedDataset(data, misalignment_level=4, seed=1)
     first, second = dataset[0], dataset[0]
-    torch.testing.assert_close(first["image"], data[0]["image"])
-    assert not torch.equal(first["target"], data[0]["target"])
-    assert not torch.equal(first["target"], second["target"])  # a new draw every access
-    assert float(first["target"].min()) == -1.0  # the background outside the field of view
+    for key in ("image", "target"):  # both images move, as in RegGAN's public code ...
+        assert not torch.equal(first[key], data[0][key])
+        assert not torch.equal(first[key], second[key])  # a new draw every access
+        assert float(first[key].min()) == -1.0  # the background outside the field of view
+    # ... each with its own transform: the same image under both keys comes out differently.
+    same = PairedDataset([{"image": data[0]["target"], "target": data[0]["target"]}], 4, seed=1)[0]
+    assert not torch.equal(same["image"], same["target"])
     assert first["name"] == "s"
     torch.testing.assert_close(PairedDataset(data, 4, seed=1)[0]["target"], first["target"])
+    target_only = PairedDataset(data, 4, seed=1, keys=("target",))[0]
+    torch.testing.assert_close(target_only["image"], data[0]["image"])
+    assert not torch.equal(target_only["target"], data[0]["target"])
     with pytest.raises(ValueError, match="`misalignment_level` must be 0 to 5"):
         PairedDataset(data, 6)
+    with pytest.raises(ValueError, match="at least one image"):
+        PairedDataset(data, 2, keys=())
 
 
 def test_slices_round_trip_exactly_through_a_shuffled_loader():

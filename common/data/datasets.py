@@ -16,10 +16,10 @@ from monai.data import CacheDataset
 from monai.transforms import Randomizable
 
 from common.data.datalist import entries
-from common.data.io import domain_transform
+from common.data.io import domain_transform, paired_transform
 from common.data.phantoms import misalign
 
-__all__ = ["UnpairedDataset", "PairedDataset", "SliceDataset", "VolumeAssembler", "image_dataset"]
+__all__ = ["UnpairedDataset", "PairedDataset", "SliceDataset", "VolumeAssembler", "image_dataset", "paired_dataset"]
 
 
 class UnpairedDataset(Randomizable, torch.utils.data.Dataset):
@@ -57,29 +57,37 @@ class UnpairedDataset(Randomizable, torch.utils.data.Dataset):
 
 
 class PairedDataset(Randomizable, torch.utils.data.Dataset):
-    """Paired samples whose ``target`` image is misaligned on the fly at RegGAN's level ``L``.
+    """Paired samples whose images are misaligned on the fly at RegGAN's level ``L``.
 
-    Every access draws a new rotation (up to L degrees), translation (up to 2L %) and scale
-    (1 +/- 0.02 L) for the ``target`` of a 2D pair; the ``image`` and any other key stay as
-    they are. Outside the field of view the target takes its own minimum (the background).
+    Every access draws, independently for each of ``keys`` (by default the pair's ``image`` and
+    ``target``), a rotation (up to L degrees), translation (up to 2L %) and scale (1 +/- 0.02 L)
+    of the 2D image, as RegGAN's public code transforms both images of a training pair. The
+    pair is then misaligned by the relative transform, and both images, like the translations
+    the discriminator compares them with, come in random poses. Outside the field of view an
+    image takes its own minimum (the background). Other keys stay as they are.
 
     Args:
-        data: samples with ``image`` and ``target`` arrays or tensors ``(C, H, W)``.
+        data: samples with ``(C, H, W)`` arrays or tensors under ``keys``.
         misalignment_level: 0 (pairs as given) to 5.
         seed: seed of the misalignment draws.
+        keys: the images to transform, each with its own draw (``("target",)`` moves the
+            target only).
 
     Raises:
-        ValueError: a level outside 0-5.
+        ValueError: a level outside 0-5, or no keys.
     """
 
-    def __init__(self, data: Sequence[dict], misalignment_level: int = 0, seed: int = 0) -> None:
+    def __init__(self, data: Sequence[dict], misalignment_level: int = 0, seed: int = 0,
+                 keys: Sequence[str] = ("image", "target")) -> None:
         if misalignment_level not in range(6):
             raise ValueError(f"`misalignment_level` must be 0 to 5, got {misalignment_level}.")
-        self.data, self.level = data, misalignment_level
+        if not keys:
+            raise ValueError("`keys` must name at least one image to misalign.")
+        self.data, self.level, self.keys = data, misalignment_level, tuple(keys)
         self.set_random_state(seed)
 
     def randomize(self, data: None = None) -> np.random.Generator:
-        """Draws the seed of this access's transform."""
+        """Draws the seed of one image's transform."""
         return np.random.default_rng(int(self.R.randint(2**31)))
 
     def __len__(self) -> int:
@@ -89,9 +97,10 @@ class PairedDataset(Randomizable, torch.utils.data.Dataset):
         item = dict(self.data[index])
         if self.level == 0:
             return item
-        target = item["target"]
-        array = np.asarray(target.detach().cpu() if isinstance(target, torch.Tensor) else target, dtype=np.float32)
-        item["target"] = torch.as_tensor(misalign(array, self.level, self.randomize(), cval=float(array.min())))
+        for key in self.keys:
+            image = item[key]
+            array = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float32)
+            item[key] = torch.as_tensor(misalign(array, self.level, self.randomize(), cval=float(array.min())))
         return item
 
 
@@ -208,3 +217,24 @@ def image_dataset(datalist: dict, domain: str, split: str = "training", keys: Se
     """
     volumes = CacheDataset(entries(datalist, domain, split), domain_transform(datalist, domain, keys), progress=False)
     return SliceDataset(volumes, keys) if datalist["tensor_dim"] == 3 else volumes
+
+
+def paired_dataset(datalist: dict, split: str = "training", keys: Sequence[str] = ("image", "target")) -> Sequence[dict]:
+    """The ``paired`` section's samples of one split, loaded, normalised to [-1, 1] (``image`` as
+    the source domain, ``target``/``reference`` as the target domain) and cached, as 2D samples.
+
+    3D volume pairs are cut into their slices along the last axis (:class:`SliceDataset`).
+
+    Args:
+        datalist: a loaded datalist with a ``paired`` section.
+        split: ``"training"``, ``"validation"`` or ``"test"``.
+        keys: the keys to load (``image`` and ``target``; ``reference`` for evaluation).
+
+    Returns:
+        A dataset of dictionaries with ``(C, H, W)`` tensors.
+
+    Raises:
+        DatalistError: the datalist has no such split.
+    """
+    pairs = CacheDataset(entries(datalist, "paired", split), paired_transform(datalist, keys), progress=False)
+    return SliceDataset(pairs, keys) if datalist["tensor_dim"] == 3 else pairs

@@ -28,7 +28,8 @@ from monai.transforms import (
 )
 from PIL import Image
 
-__all__ = ["image_stem", "reader_for", "LoadImageByTyped", "intensity_transform", "domain_transform", "write_nifti", "write_png"]
+__all__ = ["image_stem", "reader_for", "LoadImageByTyped", "intensity_transform", "domain_transform", "paired_transform",
+           "write_nifti", "write_png"]
 
 _READERS = {
     ".nii": "NibabelReader",
@@ -175,6 +176,29 @@ def domain_transform(datalist: dict, domain: str, keys: Sequence[str] = ("image"
     """
     spec = datalist["domains"][domain]["intensity"]
     return Compose([LoadImageByTyped(keys), intensity_transform("image", spec), EnsureTyped(keys, track_meta=True)])
+
+
+def paired_transform(datalist: dict, keys: Sequence[str] = ("image", "target")) -> Compose:
+    """Loading and [-1, 1] normalisation of paired samples: ``image`` as the source domain, every
+    other key (``target``, ``reference``) as the target domain.
+
+    Args:
+        datalist: a loaded datalist with a ``paired`` section.
+        keys: the keys to load; must include ``image``.
+
+    Returns:
+        The MONAI transform.
+
+    Raises:
+        ValueError: ``keys`` without ``image``.
+    """
+    if "image" not in keys:
+        raise ValueError(f"`keys` must include 'image', got {list(keys)}.")
+    others = [k for k in keys if k != "image"]
+    transforms = [LoadImageByTyped(keys), intensity_transform("image", datalist["domains"]["source"]["intensity"])]
+    if others:
+        transforms.append(intensity_transform(others, datalist["domains"]["target"]["intensity"]))
+    return Compose([*transforms, EnsureTyped(keys, track_meta=True)])
 
 
 def write_nifti(path: Path, array: np.ndarray, spacing: Sequence[float]) -> None:

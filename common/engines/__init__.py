@@ -2,5 +2,6 @@
 
 from common.engines.base import MultiNetworkTrainer, loss_output
 from common.engines.cyclegan import CycleGANTrainer
+from common.engines.reggan import RegGANMode, RegGANTrainer
 
-__all__ = ["MultiNetworkTrainer", "loss_output", "CycleGANTrainer"]
+__all__ = ["MultiNetworkTrainer", "loss_output", "CycleGANTrainer", "RegGANMode", "RegGANTrainer"]

@@ -118,6 +118,16 @@ class MultiNetworkTrainer(Trainer):
             for parameter in self.networks[name].parameters():
                 parameter.requires_grad_(requires_grad)
 
+    def checkpoint_objects(self) -> dict:
+        """The networks (unwrapped from DDP) and optimisers, for a resume checkpoint; the
+        engine itself is added by the caller under ``trainer``.
+
+        Returns:
+            ``{name: object with state_dict()}``.
+        """
+        networks = {name: getattr(net, "module", net) for name, net in self.networks.items()}
+        return {**networks, **{f"optimizer_{name}": opt for name, opt in self.optimizers.items()}}
+
     def step(self, optimizer: str, loss: torch.Tensor, losses: Mapping[str, torch.Tensor]) -> dict[str, float]:
         """Checks the losses, back-propagates ``loss`` and steps one optimiser.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,7 +70,7 @@ class CycleGANTrainer(MultiNetworkTrainer):
         pool_size: int = 50,
         adversarial_criterion: str = "lsgan",
         image_keys: Sequence[str] = ("source_image", "target_image"),
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
             device, max_epochs, train_data_loader,

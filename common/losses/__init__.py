@@ -1,4 +1,5 @@
-"""Losses: adversarial (LSGAN, vanilla, hinge), cycle/identity L1 and mutual-information bounds."""
+"""Losses: adversarial (LSGAN, vanilla, hinge), cycle/identity L1, mutual-information bounds and
+RegGAN's registration losses (correction, smoothness)."""
 
 from common.losses.adversarial import AdversarialCriterion, AdversarialLoss, discriminator_logits
 from common.losses.cycle import cycle_loss, identity_loss
@@ -8,6 +9,7 @@ from common.losses.mutual_information import (
     dv_lower_bound,
     f_divergence_lower_bound,
 )
+from common.losses.registration import correction_loss, smoothness_loss
 
 __all__ = [
     "AdversarialCriterion",
@@ -19,4 +21,6 @@ __all__ = [
     "MutualInformationEstimator",
     "dv_lower_bound",
     "f_divergence_lower_bound",
+    "correction_loss",
+    "smoothness_loss",
 ]

@@ -1,5 +1,9 @@
-"""Networks not in MONAI: the CycleGAN ResNet generator (discriminators are MONAI's PatchDiscriminator)."""
+"""Networks not in MONAI as such: the CycleGAN ResNet generator, a patch discriminator pooled to
+one score per image (RegGAN), and RegGAN's registration network (MONAI's LocalNet)."""
 
+from common.networks.discriminators import PooledPatchDiscriminator
 from common.networks.generators import ResnetGenerator, init_normal
+from common.networks.registration import RegistrationNetwork
+from common.networks.utils import parameters
 
-__all__ = ["ResnetGenerator", "init_normal"]
+__all__ = ["ResnetGenerator", "init_normal", "PooledPatchDiscriminator", "RegistrationNetwork", "parameters"]

@@ -1,0 +1,271 @@
+"""Runs a bundle's experiment matrix through its own configs and writes the results table.
+
+    python -m common.reproduce reggan --preset cpu --out results/reggan_cpu
+
+The matrix is the bundle's ``configs/reproduce.yaml``: named ``variants`` (config overrides),
+``settings`` crossed with them (config id: values), ``presets`` (overlays on ``train.yaml``),
+the ``evaluate`` overlay and the ``metrics`` to report. Each run trains with
+``train.yaml`` + the preset's overlays + its overrides (its own ``models`` and ``eval``
+folders under ``--out/runs``), then runs ``evaluating`` with the evaluation overlay. A run
+whose ``metrics.json`` exists is not run again, so an interrupted matrix continues where it
+stopped (``--force`` reruns). The outputs are ``results.json`` (a list of rows: ``variant``,
+the settings, every metric, the seconds taken), ``results.csv``, ``results.md`` (one table per
+metric, variants by setting) and ``metrics.png`` (each metric against the first setting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from matplotlib.figure import Figure
+from monai.bundle import ConfigParser
+
+__all__ = ["load_matrix", "run_matrix", "write_results", "main"]
+
+logger = logging.getLogger(__name__)
+BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+REQUIRED = ("variants", "presets", "evaluate", "metrics")
+
+
+def load_matrix(bundle: Path) -> dict:
+    """A bundle's ``configs/reproduce.yaml``, checked.
+
+    Args:
+        bundle: the bundle folder.
+
+    Returns:
+        The matrix with ``settings`` defaulting to none.
+
+    Raises:
+        ValueError: the file is missing or lacks a key.
+    """
+    path = bundle / "configs" / "reproduce.yaml"
+    if not path.is_file():
+        raise ValueError(f"{path} not found: the bundle {bundle.name!r} defines no experiment matrix.")
+    matrix = yaml.safe_load(path.read_text()) or {}
+    missing = [k for k in REQUIRED if k not in matrix]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {', '.join(missing)}; expected {', '.join(REQUIRED)}.")
+    matrix.setdefault("settings", {})
+    matrix.setdefault("lower_is_better", [])
+    return matrix
+
+
+def _parse(bundle: Path, files: list[str], overrides: dict) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_meta(str(bundle / "configs" / "metadata.json"))
+    parser.read_config([str(bundle / f) for f in files])
+    parser.update({"bundle_root": str(bundle), **overrides})
+    return parser
+
+
+def _run(parser: ConfigParser, run_id: str) -> None:
+    """What ``python -m monai.bundle run RUN_ID`` does: initialize, the run's expressions, finalize."""
+    for key in ("initialize", run_id, "finalize"):
+        if key in parser:
+            parser.get_parsed_content(key)
+
+
+def _run_name(variant: str, settings: dict) -> str:
+    return "_".join([variant, *(f"{k}{v}" for k, v in settings.items())])
+
+
+def _worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+
+
+def _train_and_evaluate(bundle: str, overlays: list[str], evaluate: str, overrides: dict, folder: str) -> float:
+    """One run: ``training`` then ``evaluating``; returns the training seconds (also written to the run folder)."""
+    bundle_path, folder_path = Path(bundle), Path(folder)
+    logger.info("Run %s: %s", folder_path.name, overrides)
+    tick = time.perf_counter()
+    _run(_parse(bundle_path, overlays, overrides), "training")
+    seconds = time.perf_counter() - tick
+    _run(_parse(bundle_path, [*overlays, evaluate], overrides), "evaluating")
+    (folder_path / "seconds.json").write_text(json.dumps({"training_seconds": seconds}))
+    return seconds
+
+
+def run_matrix(bundle: str | Path, preset: str, out: str | Path, force: bool = False, jobs: int = 1) -> list[dict]:
+    """Trains and evaluates every run of a bundle's matrix.
+
+    Args:
+        bundle: a bundle name under ``bundles/`` or a bundle folder.
+        preset: a preset of the matrix (``quick``, ``cpu``, ``gpu``).
+        out: the output folder.
+        force: rerun runs that already have results.
+        jobs: runs in parallel, each in its own process with ``cpu_count // jobs`` threads
+            (small networks use two CPU cores better as two runs than as one).
+
+    Returns:
+        The result rows.
+
+    Raises:
+        ValueError: an unknown bundle or preset.
+    """
+    bundle = Path(bundle) if Path(bundle).is_dir() else BUNDLES / str(bundle)
+    if not (bundle / "configs").is_dir():
+        raise ValueError(f"No bundle at {bundle} (expected a folder with configs/).")
+    matrix = load_matrix(bundle)
+    if preset not in matrix["presets"]:
+        raise ValueError(f"Unknown preset {preset!r} for {bundle.name}; expected one of {', '.join(matrix['presets'])}.")
+    overlays = ["configs/train.yaml", *matrix["presets"][preset]]
+    names, values = list(matrix["settings"]), list(matrix["settings"].values())
+    runs = [(variant, dict(zip(names, combo)))
+            for combo in itertools.product(*values) for variant in matrix["variants"]]
+    out = Path(out)
+    started = time.perf_counter()
+    todo = []
+    for variant, settings in runs:
+        folder = out / "runs" / _run_name(variant, settings)
+        overrides = {**matrix["variants"][variant], **settings, "ckpt_dir": str(folder / "models"),
+                     "output_dir": str(folder / "eval")}
+        if force or not (folder / "eval" / "metrics.json").is_file():
+            todo.append((str(bundle), overlays, matrix["evaluate"], overrides, str(folder)))
+        else:
+            logger.info("%s has results; skipped (--force reruns it)", folder.name)
+    logger.info("%d of %d runs to do with %d job(s)", len(todo), len(runs), jobs)
+    if todo:  # generate the data once, before parallel runs could race to write it
+        _parse(bundle, overlays, todo[0][3]).get_parsed_content("datalist")
+    if jobs == 1:
+        for index, job in enumerate(todo, 1):
+            _train_and_evaluate(*job)
+            logger.info("Done %d/%d after %.0f s", index, len(todo), time.perf_counter() - started)
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker, initargs=(threads,)) as pool:
+            futures = [pool.submit(_train_and_evaluate, *job) for job in todo]
+            for index, future in enumerate(as_completed(futures), 1):
+                future.result()
+                logger.info("Done %d/%d after %.0f s", index, len(todo), time.perf_counter() - started)
+    rows = []
+    for variant, settings in runs:
+        folder = out / "runs" / _run_name(variant, settings)
+        mean = json.loads((folder / "eval" / "metrics.json").read_text())["mean"]
+        timing = folder / "seconds.json"
+        rows.append({"variant": variant, **settings, **{m: mean[m] for m in matrix["metrics"]},
+                     **{f"identity_{m}": mean[f"identity_{m}"] for m in matrix["metrics"] if f"identity_{m}" in mean},
+                     "training_seconds": json.loads(timing.read_text())["training_seconds"] if timing.is_file() else None})
+    write_results(rows, matrix, out, {"bundle": bundle.name, "preset": preset, "overlays": overlays,
+                                      "seconds": time.perf_counter() - started})
+    return rows
+
+
+def write_results(rows: list[dict], matrix: dict, out: str | Path, info: dict) -> None:
+    """Writes ``results.json``, ``results.csv``, ``results.md`` and ``metrics.png``.
+
+    Args:
+        rows: the result rows.
+        matrix: the bundle's matrix.
+        out: the output folder.
+        info: what the run was (bundle, preset, overlays, seconds), for the Markdown header.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "results.md").write_text(_markdown(rows, matrix, info))
+    _figure(rows, matrix, out / "metrics.png", info)
+    logger.info("Wrote %s, %s, %s and %s", out / "results.json", out / "results.csv", out / "results.md",
+                out / "metrics.png")
+
+
+def _markdown(rows: list[dict], matrix: dict, info: dict) -> str:
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else (
+        f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)")
+    lines = [f"Generated by `python -m common.reproduce {info['bundle']} --preset {info['preset']}` "
+             f"(configs: {', '.join(info['overlays'])}) on {device}; {info['seconds'] / 60:.1f} min "
+             "(runs already done are not re-timed).", ""]
+    setting = next(iter(matrix["settings"]), None)
+    for metric in matrix["metrics"]:
+        better = "lower is better" if metric in matrix["lower_is_better"] else "higher is better"
+        lines += [f"**{metric.upper()}** ({better})", ""]
+        if setting is None:
+            lines += ["| variant | value |", "| --- | --- |"]
+            lines += [f"| {r['variant']} | {r[metric]:.4f} |" for r in rows]
+        else:
+            columns = sorted({r[setting] for r in rows})
+            lines += [f"| variant \\ {setting} | " + " | ".join(str(c) for c in columns) + " |",
+                      "| --- |" + " --- |" * len(columns)]
+            for variant in matrix["variants"]:
+                cells = {r[setting]: r[metric] for r in rows if r["variant"] == variant}
+                lines.append(f"| {variant} | " + " | ".join(
+                    f"{cells[c]:.4f}" if c in cells else "" for c in columns) + " |")
+            identity = [r.get(f"identity_{metric}") for r in rows if r.get(f"identity_{metric}") is not None]
+            if identity:
+                lines.append(f"| identity (untranslated input) | {np.mean(identity):.4f} (every {setting}) |"
+                             + " |" * (len(columns) - 1))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _figure(rows: list[dict], matrix: dict, path: Path, info: dict) -> None:
+    metrics = matrix["metrics"]
+    setting = next(iter(matrix["settings"]), None)
+    fig = Figure(figsize=(4.2 * len(metrics), 3.6), dpi=100)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        for variant in matrix["variants"]:
+            mine = [r for r in rows if r["variant"] == variant]
+            if setting is None:
+                ax.bar(variant, mine[0][metric])
+            else:
+                mine.sort(key=lambda r: r[setting])
+                ax.plot([r[setting] for r in mine], [r[metric] for r in mine], marker="o", label=variant)
+        identity = [r.get(f"identity_{metric}") for r in rows if r.get(f"identity_{metric}") is not None]
+        if identity:
+            ax.axhline(float(np.mean(identity)), color="grey", linestyle=":", label="identity")
+        ax.set_title(f"{metric.upper()} ({'lower' if metric in matrix['lower_is_better'] else 'higher'} is better)")
+        if setting is not None:
+            ax.set_xlabel(setting)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{info['bundle']}, preset {info['preset']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Command line: ``python -m common.reproduce BUNDLE [--preset P] [--out DIR] [--force] [--jobs N]``.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The result rows.
+    """
+    parser = argparse.ArgumentParser(prog="python -m common.reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", help="a bundle name under bundles/ or a bundle folder")
+    parser.add_argument("--preset", default="cpu", help="quick, cpu or gpu (default cpu)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default reproduce/BUNDLE_PRESET)")
+    parser.add_argument("--force", action="store_true", help="rerun runs that already have results")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    out = args.out or Path("reproduce") / f"{Path(args.bundle).name}_{args.preset}"
+    try:
+        return run_matrix(args.bundle, args.preset, out, args.force, args.jobs)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+if __name__ == "__main__":
+    main()

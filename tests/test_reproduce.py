@@ -1,0 +1,87 @@
+"""`python -m common.reproduce`: the RegGAN matrix with the quick preset, through the bundle's own
+configs, and the tables and figure it writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from common.reproduce import load_matrix, main, run_matrix
+
+BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+
+
+@pytest.fixture(scope="module")
+def quick_matrix(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reggan_bundle")
+    shutil.copytree(BUNDLES / "reggan", root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("models", "eval", "data"))
+    out = tmp_path_factory.mktemp("reproduce")
+    return root, out, run_matrix(root, "quick", out)
+
+
+def test_reggan_matrix_is_the_papers_table_layout(quick_matrix):
+    root, out, rows = quick_matrix
+    assert len(rows) == 4 * 6
+    assert [(r["variant"], r["noise_level"]) for r in rows[:5]] == [
+        ("pix2pix", 0), ("cyclegan", 0), ("reggan", 0), ("cyclegan_r", 0), ("pix2pix", 1)]
+    for row in rows:
+        assert set(row) == {"variant", "noise_level", "nmae", "psnr", "ssim", "identity_nmae", "identity_psnr",
+                            "identity_ssim", "training_seconds"}
+        # Each row is the run's own evaluation, trained in its own folder with its mode and level.
+        run = out / "runs" / f"{row['variant']}_noise_level{row['noise_level']}"
+        assert json.loads((run / "eval" / "metrics.json").read_text())["mean"]["nmae"] == row["nmae"]
+        assert (run / "models" / "model.pt").is_file() and row["training_seconds"] > 0
+        assert 0 < row["nmae"] < 1
+    # The identity baseline does not depend on the run; the translations do.
+    assert len({r["identity_nmae"] for r in rows}) == 1
+    assert len({r["nmae"] for r in rows}) > 1
+
+
+def test_results_files(quick_matrix):
+    _, out, rows = quick_matrix
+    assert json.loads((out / "results.json").read_text()) == rows
+    with open(out / "results.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == 24 and float(table[3]["nmae"]) == pytest.approx(rows[3]["nmae"])
+    markdown = (out / "results.md").read_text()
+    assert "| variant \\ noise_level | 0 | 1 | 2 | 3 | 4 | 5 |" in markdown
+    assert f"| reggan | {rows[2]['nmae']:.4f} |" in markdown and "**SSIM** (higher is better)" in markdown
+    assert (out / "metrics.png").stat().st_size > 10_000
+
+
+def test_done_runs_are_not_rerun(quick_matrix, caplog):
+    root, out, rows = quick_matrix
+    with caplog.at_level(logging.INFO, logger="common.reproduce"):
+        again = run_matrix(root, "quick", out)
+    assert "0 of 24 runs to do" in caplog.text
+    assert [r["nmae"] for r in again] == [r["nmae"] for r in rows]
+
+
+def test_parallel_jobs_give_the_same_runs(tmp_path, quick_matrix):
+    root = tmp_path / "bundle"
+    shutil.copytree(quick_matrix[0], root, ignore=shutil.ignore_patterns("models", "eval"))
+    matrix = yaml.safe_load((root / "configs" / "reproduce.yaml").read_text())
+    matrix["variants"] = {"pix2pix": {"mode": "pix2pix"}, "reggan": {"mode": "reggan"}}
+    matrix["settings"] = {"noise_level": [0]}
+    (root / "configs" / "reproduce.yaml").write_text(yaml.safe_dump(matrix))
+    rows = run_matrix(root, "quick", tmp_path / "out", jobs=2)
+    assert [r["variant"] for r in rows] == ["pix2pix", "reggan"]
+    # Same seed, same configs: the parallel runs reproduce the sequential ones.
+    sequential = {(r["variant"], r["noise_level"]): r["nmae"] for r in quick_matrix[2]}
+    for row in rows:
+        assert row["nmae"] == pytest.approx(sequential[(row["variant"], 0)], abs=1e-4)
+
+
+def test_bad_requests_are_named(tmp_path):
+    with pytest.raises(ValueError, match="defines no experiment matrix"):
+        load_matrix(BUNDLES / "cyclegan")
+    with pytest.raises(ValueError, match="Unknown preset 'fast' for reggan; expected one of quick, cpu, gpu"):
+        run_matrix("reggan", "fast", tmp_path)
+    with pytest.raises(SystemExit):
+        main(["no_such_bundle", "--out", str(tmp_path)])
