@@ -45,7 +45,9 @@ def evaluate_translation(
     Args:
         network: the translation network.
         datalist: a loaded datalist whose ``split`` entries have ``reference``.
-        output_dir: where ``metrics.json``, ``metrics.csv`` and ``examples.png`` go.
+        output_dir: where ``metrics.json``, ``metrics.csv``, ``examples.png`` and its arrays
+            (``examples.npz``: ``names``, ``source_i``, ``translation_i``, ``reference_i``, the
+            middle slice of volumes) go.
         domain: the input domain (``source`` for an A-to-B network), or ``paired`` for the
             ``paired`` section (its ``image`` translated and scored against its aligned ``reference``).
         split: the split to evaluate.
@@ -101,10 +103,19 @@ def evaluate_translation(
         writer.writerow({"volume": "mean", **result["mean"]})
         writer.writerow({"volume": "std", **result["std"]})
     _draw(shown, result, output_dir / "examples.png")
+    np.savez_compressed(output_dir / "examples.npz", names=np.array([name for name, *_ in shown]),
+                        **{f"{kind}_{n}": _middle(item[i + 1]) for n, item in enumerate(shown)
+                           for i, kind in enumerate(("source", "translation", "reference"))})
     logger.info("Translation %s: %s", split, {k: round(v, 4) for k, v in result["mean"].items()})
-    logger.info("Wrote %s, %s and the figure %s", output_dir / "metrics.json", output_dir / "metrics.csv",
-                output_dir / "examples.png")
+    logger.info("Wrote %s, %s, the figure %s and its arrays (examples.npz)", output_dir / "metrics.json",
+                output_dir / "metrics.csv", output_dir / "examples.png")
     return result
+
+
+def _middle(image: torch.Tensor) -> np.ndarray:
+    """A 2D image ``(C, H, W)`` as it is, the middle slice of a volume ``(C, H, W, D)``."""
+    array = image.numpy()
+    return array[..., array.shape[-1] // 2] if array.ndim == 4 else array
 
 
 def _draw(shown: list, result: dict, path: Path) -> None:

@@ -8,7 +8,7 @@ the ``evaluate`` overlay and the ``metrics`` to report. Each run trains with
 ``train.yaml`` + the preset's overlays + its overrides (its own ``models`` and ``eval``
 folders under ``--out/runs``), then runs ``evaluating`` with the evaluation overlay. A run
 whose ``metrics.json`` exists is not run again, so an interrupted matrix continues where it
-stopped (``--force`` reruns). The outputs are ``results.json`` (a list of rows: ``variant``,
+stopped (``--force`` reruns; ``--evaluate-only`` scores trained runs again). The outputs are ``results.json`` (a list of rows: ``variant``,
 the settings, every metric, the seconds taken), ``results.csv``, ``results.md`` (one table per
 metric, variants by setting) and ``metrics.png`` (each metric against the first setting).
 """
@@ -88,19 +88,21 @@ def _worker(threads: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
 
 
-def _train_and_evaluate(bundle: str, overlays: list[str], evaluate: str, overrides: dict, folder: str) -> float:
-    """One run: ``training`` then ``evaluating``; returns the training seconds (also written to the run folder)."""
+def _train_and_evaluate(bundle: str, overlays: list[str], evaluate: str, overrides: dict, folder: str,
+                        train: bool = True) -> None:
+    """One run: ``training`` (timed, the seconds written to the run folder), then ``evaluating``."""
     bundle_path, folder_path = Path(bundle), Path(folder)
     logger.info("Run %s: %s", folder_path.name, overrides)
-    tick = time.perf_counter()
-    _run(_parse(bundle_path, overlays, overrides), "training")
-    seconds = time.perf_counter() - tick
+    if train:
+        tick = time.perf_counter()
+        _run(_parse(bundle_path, overlays, overrides), "training")
+        seconds = time.perf_counter() - tick
+        (folder_path / "seconds.json").write_text(json.dumps({"training_seconds": seconds}))
     _run(_parse(bundle_path, [*overlays, evaluate], overrides), "evaluating")
-    (folder_path / "seconds.json").write_text(json.dumps({"training_seconds": seconds}))
-    return seconds
 
 
-def run_matrix(bundle: str | Path, preset: str, out: str | Path, force: bool = False, jobs: int = 1) -> list[dict]:
+def run_matrix(bundle: str | Path, preset: str, out: str | Path, force: bool = False, jobs: int = 1,
+               evaluate_only: bool = False) -> list[dict]:
     """Trains and evaluates every run of a bundle's matrix.
 
     Args:
@@ -110,12 +112,14 @@ def run_matrix(bundle: str | Path, preset: str, out: str | Path, force: bool = F
         force: rerun runs that already have results.
         jobs: runs in parallel, each in its own process with ``cpu_count // jobs`` threads
             (small networks use two CPU cores better as two runs than as one).
+        evaluate_only: evaluate the trained runs again (e.g. after a change of the
+            evaluation) without training; every run must have its weights.
 
     Returns:
         The result rows.
 
     Raises:
-        ValueError: an unknown bundle or preset.
+        ValueError: an unknown bundle or preset, or (``evaluate_only``) a run without weights.
     """
     bundle = Path(bundle) if Path(bundle).is_dir() else BUNDLES / str(bundle)
     if not (bundle / "configs").is_dir():
@@ -134,7 +138,11 @@ def run_matrix(bundle: str | Path, preset: str, out: str | Path, force: bool = F
         folder = out / "runs" / _run_name(variant, settings)
         overrides = {**matrix["variants"][variant], **settings, "ckpt_dir": str(folder / "models"),
                      "output_dir": str(folder / "eval")}
-        if force or not (folder / "eval" / "metrics.json").is_file():
+        if evaluate_only:
+            if not (folder / "models" / "model.pt").is_file():
+                raise ValueError(f"{folder} has no models/model.pt to evaluate; run the matrix without --evaluate-only.")
+            todo.append((str(bundle), overlays, matrix["evaluate"], overrides, str(folder), False))
+        elif force or not (folder / "eval" / "metrics.json").is_file():
             todo.append((str(bundle), overlays, matrix["evaluate"], overrides, str(folder)))
         else:
             logger.info("%s has results; skipped (--force reruns it)", folder.name)
@@ -161,19 +169,21 @@ def run_matrix(bundle: str | Path, preset: str, out: str | Path, force: bool = F
         rows.append({"variant": variant, **settings, **{m: mean[m] for m in matrix["metrics"]},
                      **{f"identity_{m}": mean[f"identity_{m}"] for m in matrix["metrics"] if f"identity_{m}" in mean},
                      "training_seconds": json.loads(timing.read_text())["training_seconds"] if timing.is_file() else None})
-    write_results(rows, matrix, out, {"bundle": bundle.name, "preset": preset, "overlays": overlays,
+    write_results(rows, matrix, out, {"bundle": bundle.name, "preset": preset, "overlays": overlays, "jobs": jobs,
                                       "seconds": time.perf_counter() - started})
     return rows
 
 
 def write_results(rows: list[dict], matrix: dict, out: str | Path, info: dict) -> None:
-    """Writes ``results.json``, ``results.csv``, ``results.md`` and ``metrics.png``.
+    """Writes ``results.json``, ``results.csv``, ``results.md``, ``metrics.png`` and, when the
+    runs' evaluations saved example arrays (``eval/examples.npz``), ``examples.png``: the first
+    test example translated by every run (variants by setting), with its input and reference.
 
     Args:
         rows: the result rows.
         matrix: the bundle's matrix.
         out: the output folder.
-        info: what the run was (bundle, preset, overlays, seconds), for the Markdown header.
+        info: what the run was (bundle, preset, overlays, jobs, seconds), for the Markdown header.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -184,16 +194,20 @@ def write_results(rows: list[dict], matrix: dict, out: str | Path, info: dict) -
         writer.writerows(rows)
     (out / "results.md").write_text(_markdown(rows, matrix, info))
     _figure(rows, matrix, out / "metrics.png", info)
-    logger.info("Wrote %s, %s, %s and %s", out / "results.json", out / "results.csv", out / "results.md",
-                out / "metrics.png")
+    written = [out / "results.json", out / "results.csv", out / "results.md", out / "metrics.png"]
+    if _examples(rows, matrix, out, out / "examples.png"):
+        written.append(out / "examples.png")
+    logger.info("Wrote %s", ", ".join(str(p) for p in written))
 
 
 def _markdown(rows: list[dict], matrix: dict, info: dict) -> str:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else (
         f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)")
+    trained = [r["training_seconds"] for r in rows if r.get("training_seconds") is not None]
     lines = [f"Generated by `python -m common.reproduce {info['bundle']} --preset {info['preset']}` "
-             f"(configs: {', '.join(info['overlays'])}) on {device}; {info['seconds'] / 60:.1f} min "
-             "(runs already done are not re-timed).", ""]
+             f"(configs: {', '.join(info['overlays'])}) on {device}. Training time of the {len(trained)} runs, "
+             f"summed: {sum(trained) / 60:.1f} min; this invocation: {info['seconds'] / 60:.1f} min wall clock with "
+             f"{info.get('jobs', 1)} job(s) in parallel (runs already done are skipped).", ""]
     setting = next(iter(matrix["settings"]), None)
     for metric in matrix["metrics"]:
         better = "lower is better" if metric in matrix["lower_is_better"] else "higher is better"
@@ -243,6 +257,44 @@ def _figure(rows: list[dict], matrix: dict, path: Path, info: dict) -> None:
     fig.savefig(path)
 
 
+def _examples(rows: list[dict], matrix: dict, out: Path, path: Path) -> bool:
+    arrays = {}
+    for row in rows:
+        settings = {k: row[k] for k in matrix["settings"]}
+        file = out / "runs" / _run_name(row["variant"], settings) / "eval" / "examples.npz"
+        if not file.is_file():
+            return False
+        with np.load(file) as data:
+            arrays[(row["variant"], tuple(settings.values()))] = {k: data[k] for k in data.files}
+    columns = sorted({key[1] for key in arrays})
+    variants = list(matrix["variants"])
+    first = next(iter(arrays.values()))
+    fig = Figure(figsize=(1.9 * (len(columns) + 1), 1.9 * len(variants) + 2.2), dpi=100)
+    axes = fig.subplots(len(variants) + 1, len(columns) + 1, squeeze=False)
+
+    def show(ax, image, title):
+        image = np.moveaxis(image, 0, -1) if image.shape[0] == 3 else image[0]
+        ax.imshow(np.swapaxes((image + 1) / 2, 0, 1).clip(0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+
+    for ax in axes.flat:
+        ax.axis("off")
+    show(axes[0, 0], first["source_0"], f"input {first['names'][0]}")
+    show(axes[0, 1], first["reference_0"], "reference")
+    setting = ", ".join(matrix["settings"]) or "run"
+    for r, variant in enumerate(variants, 1):
+        axes[r, 0].text(0.5, 0.5, variant, ha="center", va="center", fontsize=10, transform=axes[r, 0].transAxes)
+        for c, column in enumerate(columns, 1):
+            if (variant, column) in arrays:
+                data = arrays[(variant, column)]
+                error = float(np.abs(data["translation_0"] - data["reference_0"]).mean() / 2)
+                show(axes[r, c], data["translation_0"], f"{setting} {', '.join(map(str, column))}: MAE {error:.3f}")
+    fig.suptitle("The first test example translated by every run (MAE on [0, 1] over the whole image)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     """Command line: ``python -m common.reproduce BUNDLE [--preset P] [--out DIR] [--force] [--jobs N]``.
 
@@ -258,11 +310,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default reproduce/BUNDLE_PRESET)")
     parser.add_argument("--force", action="store_true", help="rerun runs that already have results")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
+    parser.add_argument("--evaluate-only", action="store_true", help="evaluate the trained runs again, no training")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     out = args.out or Path("reproduce") / f"{Path(args.bundle).name}_{args.preset}"
     try:
-        return run_matrix(args.bundle, args.preset, out, args.force, args.jobs)
+        return run_matrix(args.bundle, args.preset, out, args.force, args.jobs, args.evaluate_only)
     except ValueError as error:
         parser.error(str(error))
 

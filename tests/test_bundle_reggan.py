@@ -100,6 +100,11 @@ def test_evaluation_scores_against_the_aligned_references(trained):
     assert metrics["per_volume"][0]["identity_nmae"] == pytest.approx(nmae(t1, t2, t1 > -1), rel=1e-6)
     assert 0 < metrics["mean"]["nmae"] < 1 and np.isfinite(metrics["mean"]["psnr"])
     assert (root / "eval" / "examples.png").stat().st_size > 10_000
+    with np.load(root / "eval" / "examples.npz") as examples:  # the figure's arrays, for `common.reproduce`
+        assert examples["names"][0] == Path(entry["image"]).name
+        np.testing.assert_allclose(examples["source_0"], t1[None].numpy(), atol=1e-6)
+        np.testing.assert_allclose(examples["reference_0"], t2[None].numpy(), atol=1e-6)
+        assert examples["translation_0"].shape == examples["source_0"].shape
 
 
 def test_inference_uses_the_generator_only(trained, tmp_path):

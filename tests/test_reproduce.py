@@ -53,6 +53,8 @@ def test_results_files(quick_matrix):
     assert "| variant \\ noise_level | 0 | 1 | 2 | 3 | 4 | 5 |" in markdown
     assert f"| reggan | {rows[2]['nmae']:.4f} |" in markdown and "**SSIM** (higher is better)" in markdown
     assert (out / "metrics.png").stat().st_size > 10_000
+    assert (out / "examples.png").stat().st_size > 10_000  # every run's translation of the first test image
+    assert "Training time of the 24 runs, summed:" in markdown
 
 
 def test_done_runs_are_not_rerun(quick_matrix, caplog):
@@ -61,6 +63,18 @@ def test_done_runs_are_not_rerun(quick_matrix, caplog):
         again = run_matrix(root, "quick", out)
     assert "0 of 24 runs to do" in caplog.text
     assert [r["nmae"] for r in again] == [r["nmae"] for r in rows]
+
+
+def test_evaluate_only_scores_the_trained_runs_again(quick_matrix, tmp_path):
+    root, out, rows = quick_matrix
+    metrics = out / "runs" / "reggan_noise_level3" / "eval" / "metrics.json"
+    metrics.unlink()
+    again = run_matrix(root, "quick", out, evaluate_only=True)
+    assert metrics.is_file()  # evaluated again from the saved weights, without training
+    assert [r["nmae"] for r in again] == pytest.approx([r["nmae"] for r in rows], abs=1e-6)
+    assert [r["training_seconds"] for r in again] == [r["training_seconds"] for r in rows]
+    with pytest.raises(ValueError, match="has no models/model.pt to evaluate"):
+        run_matrix(root, "quick", tmp_path / "empty", evaluate_only=True)
 
 
 def test_parallel_jobs_give_the_same_runs(tmp_path, quick_matrix):
