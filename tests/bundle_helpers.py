@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
+from common.bundle import check_bundle, find_monai_schema
+
 
 def bundle_run(root: Path, run_id: str | None, configs: list[str], *extra: str, launcher: list[str] | None = None) -> str:
     """Runs ``python -m monai.bundle run [RUN_ID]`` in ``root``; fails the test on a non-zero exit.
@@ -21,3 +25,19 @@ def bundle_run(root: Path, run_id: str | None, configs: list[str], *extra: str, 
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
+
+
+def assert_check_and_export(root: Path, source: Path, network: torch.nn.Module, size: int = 32) -> None:
+    """`common.bundle check` passes on a trained bundle copy (project schema, MONAI's schema when
+    ``../shared/monai`` is beside ``source``'s repository) and its TorchScript export computes
+    what ``network`` loaded with ``models/model.pt`` computes."""
+    monai_schema = find_monai_schema(source)
+    passed = check_bundle(root, monai_schema=monai_schema, overlays=["configs/quick.yaml"])
+    assert any("exports to models/model.ts" in line for line in passed)
+    assert any("project schema" in line for line in passed)
+    if monai_schema is not None:
+        assert any("MONAI schema (meta_schema_" in line for line in passed)
+    scripted = torch.jit.load(str(root / "models" / "model.ts"))
+    network.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+    x = torch.rand(1, network.model[0].in_channels, size, size) * 2 - 1
+    torch.testing.assert_close(scripted(x), network.eval()(x))

@@ -12,9 +12,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import bundle_run
+from bundle_helpers import assert_check_and_export, bundle_run
 
-from common.bundle import check_bundle, find_monai_schema
+from common.bundle import check_bundle
 from common.data.datalist import load_datalist
 from common.data.io import domain_transform
 from common.inference import translate
@@ -112,18 +112,7 @@ def test_two_process_ddp_on_cpu(trained, tmp_path):
 
 
 def test_bundle_check_and_torchscript_export(trained):
-    root, _ = trained
-    monai_schema = find_monai_schema(BUNDLE)  # ../shared/monai beside the repository, when present
-    passed = check_bundle(root, monai_schema=monai_schema, overlays=["configs/quick.yaml"])
-    assert any("exports to models/model.ts" in line for line in passed)
-    assert any("project schema" in line for line in passed)
-    if monai_schema is not None:
-        assert any("MONAI schema (meta_schema_" in line for line in passed)
-    scripted = torch.jit.load(str(root / "models" / "model.ts"))
-    network = ResnetGenerator(1, 1, **QUICK_NET)
-    network.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
-    x = torch.rand(1, 1, 32, 32) * 2 - 1
-    torch.testing.assert_close(scripted(x), network.eval()(x))
+    assert_check_and_export(trained[0], BUNDLE, ResnetGenerator(1, 1, **QUICK_NET))
 
 
 def test_bundle_check_reports_problems(tmp_path):

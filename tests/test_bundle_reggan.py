@@ -13,9 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import bundle_run
+from bundle_helpers import assert_check_and_export, bundle_run
 
-from common.bundle import check_bundle, find_monai_schema
 from common.data.datalist import load_datalist
 from common.data.datasets import PairedDataset, paired_dataset
 from common.data.io import domain_transform
@@ -152,14 +151,4 @@ def test_training_on_own_misaligned_pairs(tmp_path, synthetic):
 
 
 def test_bundle_check_and_torchscript_export(trained):
-    root, _ = trained
-    monai_schema = find_monai_schema(BUNDLE)
-    passed = check_bundle(root, monai_schema=monai_schema, overlays=["configs/quick.yaml"])
-    assert any("exports to models/model.ts" in line for line in passed)
-    if monai_schema is not None:
-        assert any("MONAI schema (meta_schema_" in line for line in passed)
-    scripted = torch.jit.load(str(root / "models" / "model.ts"))
-    network = ResnetGenerator(1, 1, **QUICK_NET)
-    network.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
-    x = torch.rand(1, 1, 32, 32) * 2 - 1
-    torch.testing.assert_close(scripted(x), network.eval()(x))
+    assert_check_and_export(trained[0], BUNDLE, ResnetGenerator(1, 1, **QUICK_NET))
