@@ -28,7 +28,7 @@ BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
 
 def train_step(bundle: str, size: int = 256, batch_size: int = 1, iterations: int = 20, warmup: int = 3,
-               overrides: dict | None = None) -> dict:
+               overrides: dict | None = None, channels: int = 1) -> dict:
     """Measures a bundle's training iterations per second on random inputs.
 
     Args:
@@ -38,6 +38,7 @@ def train_step(bundle: str, size: int = 256, batch_size: int = 1, iterations: in
         iterations: timed iterations.
         warmup: untimed iterations first.
         overrides: config values to override (e.g. ``{"ngf": 32}``).
+        channels: image channels of both domains (3 for RGB bundles such as MI2GAN's polyps).
 
     Returns:
         The measurement as a JSON-ready dictionary.
@@ -47,10 +48,12 @@ def train_step(bundle: str, size: int = 256, batch_size: int = 1, iterations: in
     parser = ConfigParser()
     parser.read_config(str(root / "configs" / "train.yaml"))
     parser["bundle_root"] = str(root)
-    parser["in_channels"] = parser["out_channels"] = 1
+    for key in ("in_channels", "out_channels", "channels_a", "channels_b"):  # the bundles' channel ids
+        if key in parser:
+            parser[key] = channels
     for key, value in (overrides or {}).items():
         parser[key] = value
-    a, b = (torch.rand(batch_size, 1, size, size) * 2 - 1 for _ in range(2))
+    a, b = (torch.rand(batch_size, channels, size, size) * 2 - 1 for _ in range(2))
     images = {"source_image": a, "target_image": b, "image": a, "target": b}  # unpaired and paired bundles' keys
     parser["train#dataloader"] = [images] * (warmup + iterations)
     parser["train#trainer#train_handlers"] = []
@@ -83,6 +86,7 @@ def train_step(bundle: str, size: int = 256, batch_size: int = 1, iterations: in
         "benchmark": "train-step",
         "bundle": root.name,
         "image_size": [size, size],
+        "channels": channels,
         "batch_size": batch_size,
         "iterations_timed": timed,
         "iterations_per_second": timed / seconds,
@@ -109,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     step.add_argument("--batch-size", type=int, default=1)
     step.add_argument("--iterations", type=int, default=20)
     step.add_argument("--warmup", type=int, default=3)
+    step.add_argument("--channels", type=int, default=1, help="image channels (3 for the RGB mi2gan bundle)")
     step.add_argument("--out", type=Path, default=None, help="JSON file to write")
     step.add_argument("--set", action="append", default=[], metavar="ID=VALUE", dest="overrides",
                       help="override a config id, the value read as YAML (e.g. --set mode=pix2pix); repeatable")
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not sep or not key:
             parser.error(f"--set expects ID=VALUE, got {item!r}")
         overrides[key] = yaml.safe_load(value)
-    result = train_step(args.bundle, args.size, args.batch_size, args.iterations, args.warmup, overrides)
+    result = train_step(args.bundle, args.size, args.batch_size, args.iterations, args.warmup, overrides, args.channels)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -1,5 +1,6 @@
-"""Per-volume evaluation of a translation network against the synthetic references, written
-as JSON, CSV and a figure of example rows (source, translation, reference, error)."""
+"""Evaluations written as JSON, CSV and a figure: a translation network against the synthetic
+references, per volume (source, translation, reference, error rows), and translate-then-segment
+adaptation on a labelled test split (image, translation, reference, prediction rows)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from torch import nn
 from common.data.datalist import DatalistError, entries
 from common.data.io import domain_transform
 from common.inference import translate
-from common.metrics import nmae, psnr, ssim
+from common.metrics import dice_score, nmae, psnr, ssim
+from common.networks.pipeline import TranslateThenSegment
 
-__all__ = ["evaluate_translation"]
+__all__ = ["evaluate_translation", "evaluate_adaptation"]
 
 logger = logging.getLogger(__name__)
 METRICS = ("nmae", "psnr", "ssim")
@@ -87,21 +89,8 @@ def evaluate_translation(
         rows.append(row)
         if len(shown) < examples:
             shown.append((volume, image, fake, real))
-    keys = [k for k in rows[0] if k != "volume"]
-    result = {
-        "per_volume": rows,
-        "mean": {k: float(np.mean([r[k] for r in rows])) for k in keys},
-        "std": {k: float(np.std([r[k] for r in rows])) for k in keys},
-    }
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(result, indent=2))
-    with open(output_dir / "metrics.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["volume", *keys])
-        writer.writeheader()
-        writer.writerows(rows)
-        writer.writerow({"volume": "mean", **result["mean"]})
-        writer.writerow({"volume": "std", **result["std"]})
+    result = _summarise(rows)
+    output_dir = _write_tables(result, output_dir)
     _draw(shown, result, output_dir / "examples.png")
     np.savez_compressed(output_dir / "examples.npz", names=np.array([name for name, *_ in shown]),
                         **{f"{kind}_{n}": _middle(item[i + 1]) for n, item in enumerate(shown)
@@ -110,6 +99,27 @@ def evaluate_translation(
     logger.info("Wrote %s, %s, the figure %s and its arrays (examples.npz)", output_dir / "metrics.json",
                 output_dir / "metrics.csv", output_dir / "examples.png")
     return result
+
+
+def _summarise(rows: list[dict]) -> dict:
+    """Per-volume rows with their mean and standard deviation per metric."""
+    keys = [k for k in rows[0] if k != "volume"]
+    return {"per_volume": rows, "mean": {k: float(np.mean([r[k] for r in rows])) for k in keys},
+            "std": {k: float(np.std([r[k] for r in rows])) for k in keys}}
+
+
+def _write_tables(result: dict, output_dir: str | Path) -> Path:
+    """``metrics.json`` and ``metrics.csv`` (one row per volume, then the mean and std rows)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    with open(output_dir / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["volume", *result["mean"]])
+        writer.writeheader()
+        writer.writerows(result["per_volume"])
+        writer.writerow({"volume": "mean", **result["mean"]})
+        writer.writerow({"volume": "std", **result["std"]})
+    return output_dir
 
 
 def _middle(image: torch.Tensor) -> np.ndarray:
@@ -141,5 +151,132 @@ def _draw(shown: list, result: dict, path: Path) -> None:
         f"(identity {mean['identity_psnr']:.2f})   SSIM {mean['ssim']:.3f} (identity {mean['identity_ssim']:.3f})",
         fontsize=10,
     )
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def evaluate_adaptation(
+    pipeline: TranslateThenSegment,
+    datalist: dict,
+    output_dir: str | Path,
+    domain: str = "target",
+    split: str = "test",
+    device: torch.device | str = "cpu",
+    examples: int = 3,
+) -> dict:
+    """Scores translate-then-segment on a labelled split, and how well the translation kept the
+    content, per image (2D; volumes slice by slice and scored per volume).
+
+    Per image, with ``x`` the ``domain`` image, ``t = translator(x)`` and ``r`` its ``reference``
+    (the same subject rendered in the segmenter's domain, when the datalist has it):
+
+    - ``dice``: the segmentation of ``t`` against the true label (the paper's Table 1);
+      ``identity_dice`` the same for ``x`` untranslated (direct transfer);
+    - ``reference_dice``: the segmentation of ``r`` against the label, the ceiling that a
+      perfect translation would reach;
+    - ``agreement_dice``: the segmentation of ``t`` against that of ``r``, content preservation
+      as the segmenter sees it;
+    - ``nmae`` and ``ssim`` of ``t`` against ``r`` over the whole image (``identity_nmae``,
+      ``identity_ssim`` for ``x``).
+
+    Dice is the mean over the foreground classes of the datalist's ``labels``.
+
+    Args:
+        pipeline: the translator and segmenter (``translator`` may be the identity).
+        datalist: a loaded datalist whose ``domain.split`` entries have ``label`` (and
+            ``reference`` for the content metrics).
+        output_dir: where ``metrics.json``, ``metrics.csv``, ``examples.png`` and
+            ``examples.npz`` (``names``, ``source_i``, ``translation_i``, ``reference_i``) go.
+        domain: the domain whose images are translated (``target``).
+        split: the split to evaluate.
+        device: where to run.
+        examples: how many images the figure shows.
+
+    Returns:
+        ``{"per_volume": [...], "mean": {...}, "std": {...}}``.
+
+    Raises:
+        DatalistError: the split does not exist or its entries have no ``label``.
+    """
+    other = "source" if domain == "target" else "target"
+    items = entries(datalist, domain, split)
+    if any("label" not in e for e in items):
+        raise DatalistError(f"`{domain}.{split}` entries need a `label` to evaluate segmentation.")
+    with_reference = all("reference" in e for e in items)
+    classes = [int(k) for k in datalist["labels"] if int(k) > 0]
+    inputs = CacheDataset([{"image": e["image"], "label": e["label"]} for e in items],
+                          domain_transform(datalist, domain, ("image", "label")), progress=False)
+    references = CacheDataset([{"image": e["reference"]} for e in items] if with_reference else [],
+                              domain_transform(datalist, other, ("image",)), progress=False)
+    pipeline = pipeline.to(device).eval()
+
+    def segment(image: torch.Tensor) -> np.ndarray:
+        return translate(pipeline.segmenter, image.to(device)).argmax(dim=0).cpu().numpy()
+
+    def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+        return float(np.mean([dice_score(prediction == c, truth == c) for c in classes]))
+
+    rows, shown = [], []
+    for index, (entry, item) in enumerate(zip(items, inputs)):
+        image, label = item["image"], np.asarray(item["label"][0]).round().astype(int)
+        translation = translate(pipeline.translator, image.to(device)).cpu().clamp(-1, 1)
+        prediction = segment(translation)
+        row = {"volume": Path(entry["image"]).name, "dice": dice(prediction, label),
+               "identity_dice": dice(segment(image), label)}
+        reference = None
+        if with_reference:
+            reference = references[index]["image"]
+            reference_prediction = segment(reference)
+            row["reference_dice"] = dice(reference_prediction, label)
+            row["agreement_dice"] = dice(prediction, reference_prediction)
+            whole = torch.ones_like(reference, dtype=torch.bool)
+            for prefix, candidate in (("", translation), ("identity_", image)):
+                row[f"{prefix}nmae"] = nmae(candidate, reference, whole)
+                row[f"{prefix}ssim"] = float(np.mean([ssim(c, r) for c, r in zip(candidate, reference)]))
+        rows.append(row)
+        if len(shown) < examples:
+            shown.append((row["volume"], image, translation, reference, prediction, label))
+    result = _summarise(rows)
+    output_dir = _write_tables(result, output_dir)
+    _draw_adaptation(shown, result, output_dir / "examples.png")
+    arrays = {}
+    for n, (_, image, translation, reference, *_) in enumerate(shown):
+        arrays.update({f"source_{n}": _middle(image), f"translation_{n}": _middle(translation)})
+        arrays[f"reference_{n}"] = _middle(reference if reference is not None else image)
+    np.savez_compressed(output_dir / "examples.npz", names=np.array([item[0] for item in shown]), **arrays)
+    logger.info("Adaptation %s.%s: %s", domain, split, {k: round(v, 4) for k, v in result["mean"].items()})
+    logger.info("Wrote %s, %s, the figure %s and its arrays (examples.npz)", output_dir / "metrics.json",
+                output_dir / "metrics.csv", output_dir / "examples.png")
+    return result
+
+
+def _draw_adaptation(shown: list, result: dict, path: Path) -> None:
+    """Rows of input, translation, reference and the prediction on the translation (contours:
+    white the true label, yellow the prediction)."""
+    fig = Figure(figsize=(12, 3.1 * len(shown)), dpi=100)
+    axes = fig.subplots(len(shown), 4, squeeze=False)
+    for row, (name, image, translation, reference, prediction, label) in enumerate(shown):
+        panels = [image, translation, reference if reference is not None else image, translation]
+        titles = [name, "translation", "reference" if reference is not None else "(no reference)",
+                  "prediction (yellow) vs label (white)"]
+        for column, (panel, title) in enumerate(zip(panels, titles)):
+            array = _middle(panel)
+            display = np.moveaxis(array, 0, -1) if array.shape[0] == 3 else array[0]
+            ax = axes[row, column]
+            ax.imshow(np.swapaxes((display + 1) / 2, 0, 1).clip(0, 1), cmap="gray", vmin=0, vmax=1,
+                      interpolation="nearest")
+            if column == 3:
+                truth, guess = (a[..., a.shape[-1] // 2] if a.ndim == 3 else a for a in (label, prediction))
+                ax.contour(np.swapaxes(truth > 0, 0, 1), levels=[0.5], colors="white", linewidths=1)
+                if guess.any():
+                    ax.contour(np.swapaxes(guess > 0, 0, 1), levels=[0.5], colors="yellow", linewidths=1)
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+    mean = result["mean"]
+    title = f"Dice {mean['dice']:.3f} (direct transfer {mean['identity_dice']:.3f})"
+    if "agreement_dice" in mean:
+        title += (f"   reference Dice {mean['reference_dice']:.3f}   agreement {mean['agreement_dice']:.3f}"
+                  f"   NMAE {mean['nmae']:.4f} (identity {mean['identity_nmae']:.4f})")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)

@@ -1,5 +1,5 @@
-"""Translation (and later segmentation) inference on files: 2D images directly, 3D volumes
-slice by slice along the last axis (MONAI ``SliceInferer``), outputs with the input's geometry."""
+"""Translation and segmentation inference on files: 2D images directly, 3D volumes slice by
+slice along the last axis (MONAI ``SliceInferer``), outputs with the input's geometry."""
 
 from __future__ import annotations
 
@@ -18,19 +18,20 @@ from tqdm import tqdm
 from common.data.datalist import entries, load_datalist
 from common.data.io import LoadImageByTyped, image_stem, intensity_transform, reader_for
 
-__all__ = ["input_files", "translate", "translate_files"]
+__all__ = ["input_files", "translate", "translate_files", "segment_files"]
 
 logger = logging.getLogger(__name__)
 
 
-def input_files(source: str | Path, split: str = "test") -> list[str]:
+def input_files(source: str | Path, split: str = "test", domain: str = "source") -> list[str]:
     """The images to run inference on.
 
     Args:
-        source: a datalist JSON (the images of its ``source`` section's ``split``, or of its
-            ``paired`` section's when it has no ``source``), a folder (every image in it, and
+        source: a datalist JSON (the images of its ``domain`` section's ``split``, or of its
+            ``paired`` section's when it has no such section), a folder (every image in it, and
             every sub-folder as a DICOM series) or one image file.
         split: the datalist split to use.
+        domain: the datalist section to use (``target`` for a bundle that adapts target images).
 
     Returns:
         Image paths, sorted.
@@ -41,7 +42,7 @@ def input_files(source: str | Path, split: str = "test") -> list[str]:
     source = Path(source)
     if source.suffix == ".json":
         datalist = load_datalist(source)
-        section = "source" if "source" in datalist else "paired"  # a paired datalist's images are in the source domain
+        section = domain if domain in datalist else "paired"  # a paired datalist's images are in the source domain
         return [entry["image"] for entry in entries(datalist, section, split)]
     if source.is_file():
         reader_for(source)
@@ -100,22 +101,65 @@ def translate_files(
     Returns:
         The written paths.
     """
-    loader = LoadImageByTyped("image")
-    normalise = intensity_transform("image", intensity)
-    network = network.to(device).eval()
-    written = []
-    for path in tqdm(files, desc="translating", unit="image"):
-        image = normalise(loader({"image": path}))["image"]
-        output = translate(network, image.to(device)).cpu()
-        two_d = reader_for(path) == "PILReader"
+    def write(output: torch.Tensor, image: MetaTensor, path: str, two_d: bool) -> str:
         extension = ".png" if two_d else ".nii.gz"
         saver = SaveImage(output_ext=extension, print_log=False, scale=255 if two_d else None,
                           output_dtype=np.uint8 if two_d else np.float32)
-        values = (output + 1) / 2 if two_d else output
         target = Path(output_dir) / f"{image_stem(path)}_trans"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        saver(MetaTensor(values.float(), meta=image.meta), filename=str(target))
-        written.append(f"{target}{extension}")
+        saver(MetaTensor(((output + 1) / 2 if two_d else output).float(), meta=image.meta), filename=str(target))
+        return f"{target}{extension}"
+
+    written = _run_files(network, files, output_dir, intensity, device, "translating", write)
     logger.info("Wrote %d translations to %s", len(written), output_dir)
     return written
 
+
+def segment_files(
+    network: nn.Module,
+    files: Sequence[str],
+    output_dir: str | Path,
+    intensity: Mapping[str, Sequence[float]],
+    device: torch.device | str = "cpu",
+) -> list[str]:
+    """Segments every file with a network that returns a label map (e.g. a
+    ``TranslateThenSegment``) and writes it beside its name in ``output_dir``.
+
+    NIfTI and DICOM inputs give NIfTI label volumes (uint8) with the input's affine; PNG/JPEG/TIFF
+    inputs give 8-bit PNG label maps (pixel value = class index).
+
+    Args:
+        network: the network (``network_def`` with its weights), ``(B, C, H, W) -> (B, 1, H, W)``.
+        files: input paths (see :func:`input_files`).
+        output_dir: where to write.
+        intensity: the input domain's normalisation (the datalist's ``intensity`` entry).
+        device: where to run.
+
+    Returns:
+        The written paths.
+    """
+    def write(output: torch.Tensor, image: MetaTensor, path: str, two_d: bool) -> str:
+        extension = ".png" if two_d else ".nii.gz"
+        saver = SaveImage(output_ext=extension, print_log=False, output_dtype=np.uint8, scale=None)
+        target = Path(output_dir) / f"{image_stem(path)}_seg"
+        saver(MetaTensor(output.round().to(torch.uint8), meta=image.meta), filename=str(target))
+        return f"{target}{extension}"
+
+    written = _run_files(network, files, output_dir, intensity, device, "segmenting", write)
+    logger.info("Wrote %d label maps to %s", len(written), output_dir)
+    return written
+
+
+def _run_files(network: nn.Module, files: Sequence[str], output_dir: str | Path, intensity: Mapping[str, Sequence[float]],
+               device: torch.device | str, description: str, write) -> list[str]:
+    """Loads and normalises each file, runs the network (volumes slice by slice) and lets
+    ``write(output, image, path, two_d)`` save the result; returns the written paths."""
+    loader = LoadImageByTyped("image")
+    normalise = intensity_transform("image", intensity)
+    network = network.to(device).eval()
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in tqdm(files, desc=description, unit="image"):
+        image = normalise(loader({"image": path}))["image"]
+        output = translate(network, image.to(device)).cpu()
+        written.append(write(output, image, path, reader_for(path) == "PILReader"))
+    return written

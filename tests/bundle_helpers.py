@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,17 @@ from pathlib import Path
 import torch
 
 from common.bundle import check_bundle, find_monai_schema
+
+
+def copy_bundle(target: Path, source: Path, keep_data: bool = False) -> Path:
+    """A copy of a bundle folder without its outputs (and without its generated data unless ``keep_data``).
+
+    Returns:
+        ``target``.
+    """
+    ignored = ("models", "eval") if keep_data else ("models", "eval", "data")
+    shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*ignored))
+    return target
 
 
 def bundle_run(root: Path, run_id: str | None, configs: list[str], *extra: str, launcher: list[str] | None = None) -> str:
@@ -27,7 +39,8 @@ def bundle_run(root: Path, run_id: str | None, configs: list[str], *extra: str, 
     return result.stdout + result.stderr
 
 
-def assert_check_and_export(root: Path, source: Path, network: torch.nn.Module, size: int = 32) -> None:
+def assert_check_and_export(root: Path, source: Path, network: torch.nn.Module, size: int = 32,
+                            in_channels: int | None = None) -> None:
     """`common.bundle check` passes on a trained bundle copy (project schema, MONAI's schema when
     ``../shared/monai`` is beside ``source``'s repository) and its TorchScript export computes
     what ``network`` loaded with ``models/model.pt`` computes."""
@@ -39,5 +52,5 @@ def assert_check_and_export(root: Path, source: Path, network: torch.nn.Module, 
         assert any("MONAI schema (meta_schema_" in line for line in passed)
     scripted = torch.jit.load(str(root / "models" / "model.ts"))
     network.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
-    x = torch.rand(1, network.model[0].in_channels, size, size) * 2 - 1
+    x = torch.rand(1, in_channels or network.model[0].in_channels, size, size) * 2 - 1
     torch.testing.assert_close(scripted(x), network.eval()(x))

@@ -18,16 +18,16 @@ def test_train_step_reports_the_configured_run(tmp_path):
 def test_command_line_writes_json(tmp_path, monkeypatch):
     calls = {}
 
-    def fake(bundle, size, batch_size, iterations, warmup, overrides):
+    def fake(bundle, size, batch_size, iterations, warmup, overrides, channels):
         calls.update(bundle=bundle, size=size, batch_size=batch_size, iterations=iterations, warmup=warmup,
-                     overrides=overrides)
+                     overrides=overrides, channels=channels)
         return {"benchmark": "train-step", "iterations_per_second": 1.5}
 
     monkeypatch.setattr("common.benchmark.train_step", fake)
     main(["train-step", "--bundle", "reggan", "--size", "128", "--out", str(tmp_path / "b.json"),
           "--set", "mode=pix2pix", "--set", "ngf=32", "--set", "betas=[0.9, 0.99]"])
     assert calls == {"bundle": "reggan", "size": 128, "batch_size": 1, "iterations": 20, "warmup": 3,
-                     "overrides": {"mode": "pix2pix", "ngf": 32, "betas": [0.9, 0.99]}}  # values read as YAML
+                     "overrides": {"mode": "pix2pix", "ngf": 32, "betas": [0.9, 0.99]}, "channels": 1}  # YAML values
     assert json.loads((tmp_path / "b.json").read_text())["iterations_per_second"] == 1.5
 
 
@@ -49,3 +49,15 @@ def test_set_needs_an_id_and_a_value(capsys):
     with pytest.raises(SystemExit):
         main(["train-step", "--bundle", "reggan", "--set", "mode"])
     assert "--set expects ID=VALUE" in capsys.readouterr().err
+
+
+def test_mi2gan_methods_on_rgb_images():
+    """MI2GAN's trainer with RGB inputs: the method decides which networks are built and timed."""
+    small = {"ngf": 4, "n_blocks": 1, "ndf": 4, "ae_channels": 2, "mi_ndf": 4, "mi_layers": 1}
+    full = train_step("mi2gan", size=32, iterations=2, warmup=1, overrides=small, channels=3)
+    cycle = train_step("mi2gan", size=32, iterations=2, warmup=1, overrides={**small, "method": "cyclegan"}, channels=3)
+    assert set(full["parameters"]) == {"G_AB", "G_BA", "D_A", "D_B", "Enc_A", "Dec_A", "Enc_B", "Dec_B", "D_MI"}
+    assert set(cycle["parameters"]) == {"G_AB", "G_BA", "D_A", "D_B"} and full["channels"] == 3
+    # D_MI reads two content features of 4 * ae_channels = 8 channels each: 16 input channels of 4x4 filters.
+    assert full["parameters"]["D_MI"] > 16 * 4 * 4 * 4
+    assert full["parameters"]["G_AB"] == cycle["parameters"]["G_AB"]

@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import assert_check_and_export, bundle_run
+from bundle_helpers import assert_check_and_export, bundle_run, copy_bundle
 
 from common.data.datalist import load_datalist
 from common.data.datasets import PairedDataset, paired_dataset
@@ -29,15 +29,10 @@ DATA = "brain_32_10"  # quick.yaml's dataset folder
 ITERATIONS = 2 * 4  # quick.yaml: 2 epochs of 4 iterations
 
 
-def copy_bundle(target: Path, source: Path = BUNDLE, keep_data: bool = False) -> Path:
-    ignored = ("models", "eval") if keep_data else ("models", "eval", "data")
-    shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*ignored))
-    return target
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = copy_bundle(tmp_path_factory.mktemp("reggan"))
+    root = copy_bundle(tmp_path_factory.mktemp("reggan"), BUNDLE)
     log = bundle_run(root, "training", QUICK, "--noise_level", "3")
     return root, log
 
@@ -144,7 +139,7 @@ def test_training_on_own_misaligned_pairs(tmp_path, synthetic):
     item = PairedDataset(pairs, misalignment_level=0)[0]
     target = domain_transform(datalist, "target", ("image",))({"image": datalist["paired"]["training"][0]["target"]})
     assert torch.equal(torch.as_tensor(item["target"]), torch.as_tensor(target["image"]))  # used as given
-    root = copy_bundle(tmp_path / "bundle")
+    root = copy_bundle(tmp_path / "bundle", BUNDLE)
     log = bundle_run(root, "training", QUICK, "--datalist", str(datalist_path))
     assert "generating" not in log and not (root / "data").exists()
     assert (root / "models" / "model.pt").is_file()

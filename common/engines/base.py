@@ -80,10 +80,22 @@ class MultiNetworkTrainer(Trainer):
         on_cuda = device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if amp and on_cuda else None
         self.memory_format = torch.channels_last if channels_last and on_cuda else torch.contiguous_format
-        self.networks = dict(networks)
-        for network in self.networks.values():
-            network.to(device=device, memory_format=self.memory_format)
-        self.optimizers = dict(optimizers)
+        self.networks: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.add_networks(networks, optimizers)
+
+    def add_networks(self, networks: Mapping[str, nn.Module],
+                     optimizers: Mapping[str, torch.optim.Optimizer] | None = None) -> None:
+        """Adds networks (moved to the device, in the memory format) and optimisers, e.g. a
+        method's extra networks on top of the trainer it extends.
+
+        Args:
+            networks: networks by name.
+            optimizers: optimisers by name.
+        """
+        for name, network in networks.items():
+            self.networks[name] = network.to(device=self.state.device, memory_format=self.memory_format)
+        self.optimizers.update(optimizers or {})
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast on CUDA when ``amp`` is set, otherwise nothing.

@@ -83,6 +83,74 @@ class CycleGANTrainer(MultiNetworkTrainer):
         self.pool_a, self.pool_b = ImagePool(pool_size), ImagePool(pool_size)
         self.key_a, self.key_b = image_keys
 
+    def checkpoint_objects(self) -> dict:
+        """Networks, optimisers and the two image pools, for a resume checkpoint.
+
+        Returns:
+            ``{name: object with state_dict()}``.
+        """
+        return {**super().checkpoint_objects(), "pool_A": self.pool_a, "pool_B": self.pool_b}
+
+    def translate(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The forward pass: both translations and both cycle reconstructions.
+
+        Args:
+            real_a: a batch of domain A.
+            real_b: a batch of domain B.
+
+        Returns:
+            ``real_A, fake_B, rec_A, real_B, fake_A, rec_B`` (the grid's image names).
+        """
+        g_ab, g_ba = self.networks["G_AB"], self.networks["G_BA"]
+        with self.autocast():
+            fake_b, fake_a = g_ab(real_a), g_ba(real_b)
+            rec_a, rec_b = g_ba(fake_b), g_ab(fake_a)
+        return {"real_A": real_a, "fake_B": fake_b, "rec_A": rec_a, "real_B": real_b, "fake_A": fake_a, "rec_B": rec_b}
+
+    def generator_losses(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The generators' adversarial (fakes judged real), cycle and identity losses, weighted.
+
+        Call with the discriminators frozen.
+
+        Args:
+            images: :meth:`translate`'s output.
+
+        Returns:
+            ``G_AB, G_BA, cycle_A, cycle_B`` (and ``idt_A, idt_B`` when ``lambda_identity > 0``).
+        """
+        adv, g_ab, g_ba = self.adversarial, self.networks["G_AB"], self.networks["G_BA"]
+        real_a, real_b = images["real_A"], images["real_B"]
+        with self.autocast():
+            losses = {
+                "G_AB": adv(self.networks["D_B"](images["fake_B"]), True, for_discriminator=False),
+                "G_BA": adv(self.networks["D_A"](images["fake_A"]), True, for_discriminator=False),
+                "cycle_A": self.lambda_cycle * cycle_loss(images["rec_A"], real_a),
+                "cycle_B": self.lambda_cycle * cycle_loss(images["rec_B"], real_b),
+            }
+            if self.lambda_identity > 0:
+                weight = self.lambda_cycle * self.lambda_identity
+                losses["idt_A"] = weight * identity_loss(g_ab(real_b), real_b)
+                losses["idt_B"] = weight * identity_loss(g_ba(real_a), real_a)
+        return losses
+
+    def discriminator_step(self, images: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Steps both discriminators on real images and pooled (detached) fakes.
+
+        Args:
+            images: :meth:`translate`'s output.
+
+        Returns:
+            ``D_A`` and ``D_B`` as floats.
+        """
+        adv, d_a, d_b = self.adversarial, self.networks["D_A"], self.networks["D_B"]
+        self.set_requires_grad(("D_A", "D_B"), True)
+        with self.autocast():
+            losses = {
+                "D_A": 0.5 * (adv(d_a(images["real_A"]), True) + adv(d_a(self.pool_a.query(images["fake_A"].detach())), False)),
+                "D_B": 0.5 * (adv(d_b(images["real_B"]), True) + adv(d_b(self.pool_b.query(images["fake_B"].detach())), False)),
+            }
+        return self.step("discriminators", losses["D_A"] + losses["D_B"], losses)
+
     def _iteration(self, engine: MultiNetworkTrainer, batchdata: dict) -> dict:
         """One CycleGAN iteration: forward, generator step, discriminator step.
 
@@ -93,39 +161,13 @@ class CycleGANTrainer(MultiNetworkTrainer):
         Returns:
             ``{"loss": {name: float}, "images": {name: tensor}}``.
         """
-        g_ab, g_ba, d_a, d_b = (self.networks[n] for n in ("G_AB", "G_BA", "D_A", "D_B"))
-        real_a, real_b = self.prepare(batchdata[self.key_a]), self.prepare(batchdata[self.key_b])
-        adv = self.adversarial
-
-        with self.autocast():
-            fake_b = g_ab(real_a)
-            rec_a = g_ba(fake_b)
-            fake_a = g_ba(real_b)
-            rec_b = g_ab(fake_a)
+        images = self.translate(self.prepare(batchdata[self.key_a]), self.prepare(batchdata[self.key_b]))
 
         # Generators, with the discriminators frozen.
         self.set_requires_grad(("D_A", "D_B"), False)
-        with self.autocast():
-            g_losses = {
-                "G_AB": adv(d_b(fake_b), True, for_discriminator=False),
-                "G_BA": adv(d_a(fake_a), True, for_discriminator=False),
-                "cycle_A": self.lambda_cycle * cycle_loss(rec_a, real_a),
-                "cycle_B": self.lambda_cycle * cycle_loss(rec_b, real_b),
-            }
-            if self.lambda_identity > 0:
-                weight = self.lambda_cycle * self.lambda_identity
-                g_losses["idt_A"] = weight * identity_loss(g_ab(real_b), real_b)
-                g_losses["idt_B"] = weight * identity_loss(g_ba(real_a), real_a)
+        g_losses = self.generator_losses(images)
         g_values = self.step("generators", sum(g_losses.values()), g_losses)
 
         # Discriminators, on real images and pooled fakes.
-        self.set_requires_grad(("D_A", "D_B"), True)
-        with self.autocast():
-            d_losses = {
-                "D_A": 0.5 * (adv(d_a(real_a), True) + adv(d_a(self.pool_a.query(fake_a)), False)),
-                "D_B": 0.5 * (adv(d_b(real_b), True) + adv(d_b(self.pool_b.query(fake_b)), False)),
-            }
-        d_values = self.step("discriminators", d_losses["D_A"] + d_losses["D_B"], d_losses)
-
-        images = {"real_A": real_a, "fake_B": fake_b, "rec_A": rec_a, "real_B": real_b, "fake_A": fake_a, "rec_B": rec_b}
+        d_values = self.discriminator_step(images)
         return {"loss": {**g_values, **d_values}, "images": {k: v.detach() for k, v in images.items()}}

@@ -1,7 +1,8 @@
-"""Losses: adversarial (LSGAN, vanilla, hinge), cycle/identity L1, mutual-information bounds and
-RegGAN's registration losses (correction, smoothness)."""
+"""Losses: adversarial (LSGAN, vanilla, hinge), cycle/identity L1, mutual-information bounds,
+MI2GAN's content distillation and RegGAN's registration losses (correction, smoothness)."""
 
 from common.losses.adversarial import AdversarialCriterion, AdversarialLoss, discriminator_logits
+from common.losses.content import distillation_loss
 from common.losses.cycle import cycle_loss, identity_loss
 from common.losses.mutual_information import (
     MIBound,
@@ -21,6 +22,7 @@ __all__ = [
     "MutualInformationEstimator",
     "dv_lower_bound",
     "f_divergence_lower_bound",
+    "distillation_loss",
     "correction_loss",
     "smoothness_loss",
 ]

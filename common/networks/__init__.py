@@ -1,9 +1,13 @@
 """Networks not in MONAI as such: the CycleGAN ResNet generator, a patch discriminator pooled to
-one score per image (RegGAN), and RegGAN's registration network (MONAI's LocalNet)."""
+one score per image (RegGAN), RegGAN's registration network (MONAI's LocalNet), MI2GAN's content
+auto-encoders and a translate-then-segment pipeline."""
 
+from common.networks.autoencoders import ContentDecoder, ContentEncoder
 from common.networks.discriminators import PooledPatchDiscriminator
 from common.networks.generators import ResnetGenerator, init_normal
+from common.networks.pipeline import TranslateThenSegment, sub_state_dict
 from common.networks.registration import RegistrationNetwork
 from common.networks.utils import parameters
 
-__all__ = ["ResnetGenerator", "init_normal", "PooledPatchDiscriminator", "RegistrationNetwork", "parameters"]
+__all__ = ["ResnetGenerator", "init_normal", "PooledPatchDiscriminator", "RegistrationNetwork", "parameters",
+           "ContentEncoder", "ContentDecoder", "TranslateThenSegment", "sub_state_dict"]

@@ -1,0 +1,251 @@
+"""MI2GAN (Xie et al., MICCAI 2020): CycleGAN plus X-shape dual auto-encoders and a
+mutual-information discriminator that keep the content of a translated image."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from common.engines.base import MultiNetworkTrainer
+from common.engines.cyclegan import CycleGANTrainer
+from common.losses import MutualInformationEstimator, distillation_loss
+
+__all__ = ["MI2GANTrainer", "METHODS", "method_parts"]
+
+AUTOENCODERS = ("Enc_A", "Dec_A", "Enc_B", "Dec_B")
+# The rows of the paper's Table 1 that the bundle trains: which parts each one uses.
+METHODS = {
+    "direct": {"translate": False, "distill": False, "mutual_information": False},
+    "cyclegan": {"translate": True, "distill": False, "mutual_information": False},
+    "mi2gan_no_dmi": {"translate": True, "distill": True, "mutual_information": False},
+    "mi2gan": {"translate": True, "distill": True, "mutual_information": True},
+}
+
+
+def method_parts(method: str) -> dict[str, bool]:
+    """Which parts a method uses: a translator (``translate``), the X-shape auto-encoders
+    (``distill``) and ``D_MI`` (``mutual_information``).
+
+    Args:
+        method: ``direct`` (no translation), ``cyclegan``, ``mi2gan_no_dmi`` or ``mi2gan``.
+
+    Returns:
+        The three flags.
+
+    Raises:
+        ValueError: an unknown method.
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown MI2GAN method {method!r}; expected one of {', '.join(METHODS)}.")
+    return dict(METHODS[method])
+
+
+class MI2GANTrainer(CycleGANTrainer):
+    """Eq. 7 of MI2GAN, optimised as the paper's section 2.3 says.
+
+    ``L = L_adv(G_BA, D_A) + L_adv(G_AB, D_B) + alpha L_cyc + beta L_dis(G_AB, Enc_A, Dec_A, Dec_B)
+    + beta L_dis(G_BA, Enc_B, Dec_B, Dec_A) - I_DV(G_AB, Enc_A, Enc_B, D_MI) - I_DV(G_BA, Enc_A, Enc_B, D_MI)``
+    (the DV bound is maximised, so it enters the minimised loss with a minus sign).
+
+    The mutual-information terms (:class:`~common.losses.MutualInformationEstimator`, the DV
+    bound by default): for ``A -> B``, joint pairs ``(z_a, z_ab)`` with ``z_a = Enc_A(I_a)`` and
+    ``z_ab = Enc_B(G_AB(I_a))``, marginal pairs ``(z_a, z_b)`` with ``z_b = Enc_B(I_b)`` of the
+    batch's real B image (a random one: the unpaired loader draws it independently of ``I_a``),
+    concatenated along the channels for ``D_MI``; ``B -> A`` likewise with the roles swapped and
+    the same ``D_MI``. ``L_dis`` is eq. 5 (:func:`~common.losses.distillation_loss`).
+
+    The trainer extends :class:`~common.engines.CycleGANTrainer` (its forward pass,
+    adversarial and cycle losses and discriminator step). One iteration:
+
+    1. forward: ``fake_B = G_AB(real_A)``, ``rec_A = G_BA(fake_B)``, ``fake_A = G_BA(real_B)``,
+       ``rec_B = G_AB(fake_A)``;
+    2. generators, with the auto-encoders, ``D_MI``, ``D_A`` and ``D_B`` fixed: adversarial,
+       ``alpha`` cycle, ``beta L_dis`` and ``-lambda_mi I_DV`` in both directions;
+    3. with the generators fixed (their outputs detached): ``D_A`` and ``D_B`` on real images
+       and pooled fakes (CycleGAN's halved LSGAN loss), then the auto-encoders and ``D_MI`` on
+       ``beta L_dis - lambda_mi I_DV`` in both directions.
+
+    Without auto-encoders the trainer is CycleGAN with eq. 7's losses (no identity loss unless
+    ``lambda_identity`` is set); with auto-encoders but no ``D_MI`` it is "MI2GAN w/o D_MI", the
+    paper's ablation.
+
+    Loss names: ``G_AB, G_BA, cycle_A, cycle_B`` (+ ``idt_A, idt_B``), ``dis_A, dis_B`` (the
+    generator step's ``beta L_dis``), ``MI_A, MI_B`` (the DV bound in nats, higher is more
+    content kept), ``D_A, D_B``, ``AE_dis_A, AE_dis_B``, ``D_MI_A, D_MI_B`` (the bound again after
+    the generator step). Image names: ``real_A, fake_B, rec_A, real_B, fake_A, rec_B`` and, with
+    auto-encoders, ``ae_rec_A, ae_cross_B`` (``Dec_A(z_a)``, ``Dec_B(z_a)``), ``ae_rec_B, ae_cross_A``.
+
+    Args:
+        device: where to train.
+        max_epochs: epochs to run.
+        train_data_loader: batches with domain A images under ``image_keys[0]`` and domain B
+            images under ``image_keys[1]``. The default keys make A the datalist's target
+            centre and B its source centre (an ``UnpairedDataset``'s ``target_image`` and
+            ``source_image``): ``G_AB`` translates target images into the source domain, where
+            the segmenter was trained, as the paper translates its test centre into its training centre.
+        generator_ab: ``G_AB``.
+        generator_ba: ``G_BA``.
+        discriminator_a: ``D_A``.
+        discriminator_b: ``D_B``.
+        optimizer_g: optimiser over both generators.
+        optimizer_d: optimiser over both discriminators.
+        encoder_a: ``Enc_A`` (``None`` for CycleGAN).
+        decoder_a: ``Dec_A``.
+        encoder_b: ``Enc_B``.
+        decoder_b: ``Dec_B``.
+        mi_discriminator: ``D_MI`` as an estimator owning its critic (``None``: no MI term).
+        optimizer_content: optimiser over the auto-encoders and ``D_MI`` (required with them).
+        lambda_cycle: ``alpha`` (10).
+        lambda_distillation: ``beta`` (10).
+        lambda_mi: weight of the DV terms (1 in eq. 7).
+        lambda_identity: CycleGAN's identity weight relative to ``alpha`` (0: eq. 7 has none).
+        pool_size: image pool of the discriminators (50).
+        adversarial_criterion: ``lsgan`` (CycleGAN's), ``vanilla`` or ``hinge``.
+        image_keys: batch keys of the A and B images.
+        kwargs: :class:`~common.engines.MultiNetworkTrainer`'s options.
+
+    Raises:
+        ValueError: some but not all auto-encoder networks, ``D_MI`` without auto-encoders, or
+            auto-encoders without ``optimizer_content``.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        generator_ab: nn.Module,
+        generator_ba: nn.Module,
+        discriminator_a: nn.Module,
+        discriminator_b: nn.Module,
+        optimizer_g: torch.optim.Optimizer,
+        optimizer_d: torch.optim.Optimizer,
+        encoder_a: nn.Module | None = None,
+        decoder_a: nn.Module | None = None,
+        encoder_b: nn.Module | None = None,
+        decoder_b: nn.Module | None = None,
+        mi_discriminator: MutualInformationEstimator | nn.Module | None = None,
+        optimizer_content: torch.optim.Optimizer | None = None,
+        lambda_cycle: float = 10.0,
+        lambda_distillation: float = 10.0,
+        lambda_mi: float = 1.0,
+        lambda_identity: float = 0.0,
+        pool_size: int = 50,
+        adversarial_criterion: str = "lsgan",
+        image_keys: Sequence[str] = ("target_image", "source_image"),
+        **kwargs: Any,
+    ) -> None:
+        autoencoders = dict(zip(AUTOENCODERS, (encoder_a, decoder_a, encoder_b, decoder_b)))
+        given = [name for name, net in autoencoders.items() if net is not None]
+        if given and len(given) != 4:
+            raise ValueError(f"MI2GAN's X-shape auto-encoders need all of {', '.join(AUTOENCODERS)}; got only "
+                             f"{', '.join(given)}.")
+        if mi_discriminator is not None and not given:
+            raise ValueError("D_MI scores content features: it needs the auto-encoders (encoder_a/b, decoder_a/b).")
+        if given and optimizer_content is None:
+            raise ValueError("The auto-encoders and D_MI need `optimizer_content`.")
+        super().__init__(
+            device, max_epochs, train_data_loader, generator_ab, generator_ba, discriminator_a, discriminator_b,
+            optimizer_g, optimizer_d, lambda_cycle=lambda_cycle, lambda_identity=lambda_identity,
+            pool_size=pool_size, adversarial_criterion=adversarial_criterion, image_keys=image_keys, **kwargs,
+        )
+        if given:
+            self.add_networks(autoencoders, {"content": optimizer_content})
+        if mi_discriminator is not None:
+            self.add_networks({"D_MI": mi_discriminator})
+        self.distill, self.mutual_information = bool(given), mi_discriminator is not None
+        self.lambda_distillation, self.lambda_mi = lambda_distillation, lambda_mi
+        self.content_networks = [name for name in (*AUTOENCODERS, "D_MI") if name in self.networks]
+
+    @staticmethod
+    def grid_rows(distill: bool) -> list[list[str]]:
+        """The image-grid rows (for ``ImageGridHandler``).
+
+        Args:
+            distill: with the auto-encoders.
+
+        Returns:
+            One row per direction: real, translation, cycle reconstruction (and the
+            auto-encoders' own and cross reconstructions).
+        """
+        rows = [["real_A", "fake_B", "rec_A"], ["real_B", "fake_A", "rec_B"]]
+        if distill:
+            rows[0] += ["ae_rec_A", "ae_cross_B"]
+            rows[1] += ["ae_rec_B", "ae_cross_A"]
+        return rows
+
+    def content_terms(self, real_x: torch.Tensor, fake_y: torch.Tensor, real_y: torch.Tensor,
+                      x: str, y: str) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+        """``L_dis`` and the DV bound of one direction ``x -> y`` (``A -> B`` or ``B -> A``).
+
+        Args:
+            real_x: ``I_x``.
+            fake_y: ``G_xy(I_x)``.
+            real_y: a real image of domain ``y`` (the marginal sample).
+            x: ``"A"`` or ``"B"``.
+            y: the other.
+
+        Returns:
+            ``(L_dis, I_DV or None, images)``, unweighted; ``images`` holds ``Dec_x(z_x)`` and ``Dec_y(z_x)``.
+        """
+        enc_x, dec_x, enc_y, dec_y = (self.networks[n] for n in (f"Enc_{x}", f"Dec_{x}", f"Enc_{y}", f"Dec_{y}"))
+        z_x = enc_x(real_x)
+        reconstruction, cross = dec_x(z_x), dec_y(z_x)
+        distillation = distillation_loss(real_x, fake_y, reconstruction, cross)
+        bound = None
+        if self.mutual_information:
+            # Joint pairs (z_x, Enc_y(G_xy(I_x))); marginal pairs (z_x, Enc_y(I_y)) with a real y image.
+            bound = self.networks["D_MI"](z_x, enc_y(fake_y), z_marginal=enc_y(real_y))
+        return distillation, bound, {f"ae_rec_{x}": reconstruction, f"ae_cross_{y}": cross}
+
+    def _iteration(self, engine: MultiNetworkTrainer, batchdata: dict) -> dict:
+        """One MI2GAN iteration: forward, generator step, then discriminator and content steps.
+
+        Args:
+            engine: this trainer.
+            batchdata: a batch from the loader.
+
+        Returns:
+            ``{"loss": {name: float}, "images": {name: tensor}}``.
+        """
+        images = self.translate(self.prepare(batchdata[self.key_a]), self.prepare(batchdata[self.key_b]))
+        directions = [("A", "B", images["real_A"], images["fake_B"], images["real_B"]),
+                      ("B", "A", images["real_B"], images["fake_A"], images["real_A"])]
+
+        # 1. Generators, with the discriminators, the auto-encoders and D_MI fixed:
+        #    adversarial + alpha cycle + beta L_dis - lambda_mi I_DV, both directions.
+        fixed = ("D_A", "D_B", *self.content_networks)
+        self.set_requires_grad(fixed, False)
+        g_losses, bounds = self.generator_losses(images), {}
+        if self.distill:
+            with self.autocast():
+                for x, y, real_x, fake_y, real_y in directions:
+                    distillation, bounds[f"MI_{x}"], _ = self.content_terms(real_x, fake_y, real_y, x, y)
+                    g_losses[f"dis_{x}"] = self.lambda_distillation * distillation
+        total = sum(g_losses.values())
+        if self.mutual_information:
+            total = total - self.lambda_mi * (bounds["MI_A"] + bounds["MI_B"])
+            g_losses.update(bounds)  # logged as the bound (nats), subtracted above
+        values = self.step("generators", total, g_losses)
+
+        # 2. With the generators fixed: the discriminators on real images and pooled fakes, ...
+        self.set_requires_grad(fixed, True)
+        values.update(self.discriminator_step(images))
+
+        # ... then the auto-encoders and D_MI on beta L_dis - lambda_mi I_DV, both directions.
+        if self.distill:
+            content_losses, total = {}, 0
+            with self.autocast():
+                for x, y, real_x, fake_y, real_y in directions:
+                    distillation, bound, decoded = self.content_terms(real_x, fake_y.detach(), real_y, x, y)
+                    content_losses[f"AE_dis_{x}"] = self.lambda_distillation * distillation
+                    total = total + content_losses[f"AE_dis_{x}"]
+                    if bound is not None:
+                        content_losses[f"D_MI_{x}"] = bound
+                        total = total - self.lambda_mi * bound
+                    images.update(decoded)
+            values.update(self.step("content", total, content_losses))
+        return {"loss": values, "images": {k: v.detach() for k, v in images.items()}}

@@ -1,0 +1,206 @@
+"""The MI2GAN bundle end to end with quick.yaml, through `python -m monai.bundle` as users run it:
+both training stages for every method, resume, target labels never read, evaluation of
+translate-then-segment, inference (label maps) and translation only, 2-process DDP (gloo on
+CPU), the experiment matrix and `common.bundle check`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bundle_helpers import assert_check_and_export, bundle_run, copy_bundle
+from monai.networks.nets import BasicUNet
+from PIL import Image
+
+from common.data.datalist import load_datalist
+from common.data.io import domain_transform
+from common.metrics import dice_score
+from common.networks import ResnetGenerator, TranslateThenSegment, sub_state_dict
+from common.reproduce import run_matrix
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "mi2gan"
+QUICK = ["configs/train.yaml", "configs/quick.yaml"]
+DATA = "polyp_32_10"  # quick.yaml's dataset folder
+ITERATIONS = 2 * 4    # quick.yaml: 2 epochs of 4 iterations
+MI2GAN_NETWORKS = {"G_AB", "G_BA", "D_A", "D_B", "Enc_A", "Dec_A", "Enc_B", "Dec_B", "D_MI"}
+
+
+def quick_pipeline(translate: bool = True) -> TranslateThenSegment:
+    """quick.yaml's networks."""
+    translator = ResnetGenerator(3, 3, ngf=8, n_blocks=2) if translate else None
+    return TranslateThenSegment(translator, BasicUNet(spatial_dims=2, in_channels=3, out_channels=2,
+                                                      features=(8, 8, 16, 16, 32, 8)))
+
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = copy_bundle(tmp_path_factory.mktemp("mi2gan"), BUNDLE)
+    log = bundle_run(root, "training", QUICK)
+    return root, log
+
+
+def test_training_writes_the_pipeline_and_a_resume_checkpoint(trained):
+    root, log = trained
+    assert "generating the synthetic 'polyp' task" in log
+    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    quick_pipeline().load_state_dict(state)  # translate-then-segment: G_AB and the segmenter
+    segmenter = torch.load(root / "models" / "segmenter.pt", map_location="cpu", weights_only=True)
+    assert all(torch.equal(segmenter[k], state[f"segmenter.{k}"]) for k in segmenter)
+    resume = torch.load(root / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    assert set(resume) == MI2GAN_NETWORKS | {"optimizer_generators", "optimizer_discriminators", "optimizer_content",
+                                             "pool_A", "pool_B", "trainer", "lr_scheduler_0", "lr_scheduler_1",
+                                             "lr_scheduler_2"}
+    assert resume["trainer"]["iteration"] == ITERATIONS
+    assert all(torch.equal(resume["G_AB"][k], state[f"translator.{k}"]) for k in resume["G_AB"])
+    # The segmenter stage ran first, then eq. 7 with its DV and distillation terms.
+    assert "Trained the segmenter" in log and "MI_A:" in log and "AE_dis_B:" in log
+    assert (root / "eval" / "images_latest.png").is_file()
+
+
+@pytest.mark.parametrize("method, networks", [
+    ("direct", None),
+    ("cyclegan", {"G_AB", "G_BA", "D_A", "D_B"}),
+    ("mi2gan_no_dmi", MI2GAN_NETWORKS - {"D_MI"}),
+])
+def test_every_method_trains_from_the_method_id(trained, tmp_path, method, networks):
+    root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
+    log = bundle_run(root, "training", QUICK, "--method", method)
+    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    quick_pipeline(translate=method != "direct").load_state_dict(state)
+    if networks is None:  # direct transfer: the segmenter only, no translation stage
+        assert not (root / "models" / "resume.pt").exists() and "Epoch: 1/2" not in log
+        return
+    resume = torch.load(root / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    assert networks <= set(resume) and not (MI2GAN_NETWORKS - networks) & set(resume)
+    assert resume["trainer"]["iteration"] == ITERATIONS and ("MI_A:" in log) is False
+
+
+def test_resume_continues_and_keeps_the_segmenter(trained, tmp_path):
+    root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
+    shutil.copytree(trained[0] / "models", root / "models")
+    log = bundle_run(root, "training", QUICK, "--resume", "true", "--decay_epochs", "2")
+    assert "Loaded the segmenter from" in log and "Trained the segmenter" not in log
+    assert "Restored all variables" in log and "Epoch: 3/3" in log and "Epoch: 1/3" not in log
+    resume = torch.load(root / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    assert resume["trainer"]["iteration"] == 3 * 4
+
+
+def test_target_labels_are_never_read(tmp_path, synthetic):
+    """Every target label (training, validation, test) points to a corrupt file: reading any of
+    them would fail the run. Training labels are also dropped by the datalist loader, with a warning."""
+    datalist_path = Path(synthetic("polyp", size=32, subjects=10))
+    datalist = json.loads(datalist_path.read_text())
+    corrupt = datalist_path.parent / "corrupt_label.png"
+    corrupt.write_text("not an image")
+    for split in ("training", "validation", "test"):
+        for entry in datalist["target"][split]:
+            entry["label"] = str(corrupt)
+    poisoned = datalist_path.parent / "poisoned.json"
+    poisoned.write_text(json.dumps(datalist))
+    root = copy_bundle(tmp_path / "bundle", BUNDLE)
+    log = bundle_run(root, "training", QUICK, "--datalist", str(poisoned))
+    assert (root / "models" / "model.pt").is_file() and not (root / "data").exists()
+    with pytest.raises(AssertionError, match="unable to load .*corrupt_label.png"):  # evaluation reads them: the poison works
+        bundle_run(root, "evaluating", [*QUICK, "configs/evaluate.yaml"], "--datalist", str(poisoned))
+    assert "MI_A:" in log
+
+
+def test_evaluation_scores_translate_then_segment(trained):
+    root, _ = trained
+    log = bundle_run(root, "evaluating", [*QUICK, "configs/evaluate.yaml"])
+    assert "examples.png" in log
+    metrics = json.loads((root / "eval" / "metrics.json").read_text())
+    datalist = load_datalist(root / "data" / DATA / "datalist.json")
+    assert len(metrics["per_volume"]) == len(datalist["target"]["test"])
+    # Direct transfer and the reference ceiling, recomputed independently with the saved segmenter.
+    pipeline = quick_pipeline()
+    pipeline.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+    pipeline.eval()
+    entry = datalist["target"]["test"][0]
+    target = domain_transform(datalist, "target", ("image", "label"))({"image": entry["image"], "label": entry["label"]})
+    reference = domain_transform(datalist, "source", ("image",))({"image": entry["reference"]})["image"]
+    label = np.asarray(target["label"][0]).round().astype(int)
+    with torch.no_grad():
+        direct = pipeline.segmenter(target["image"][None]).argmax(1)[0].numpy()
+        ceiling = pipeline.segmenter(reference[None]).argmax(1)[0].numpy()
+        adapted = pipeline(target["image"][None])[0, 0].numpy()
+    row = metrics["per_volume"][0]
+    assert row["identity_dice"] == pytest.approx(dice_score(direct == 1, label == 1))
+    assert row["reference_dice"] == pytest.approx(dice_score(ceiling == 1, label == 1))
+    assert row["dice"] == pytest.approx(dice_score(adapted == 1, label == 1))
+    assert row["agreement_dice"] == pytest.approx(dice_score(adapted == 1, ceiling == 1))
+    assert 0 < metrics["mean"]["nmae"] < 1 and 0 < metrics["mean"]["identity_nmae"] < 1
+    with np.load(root / "eval" / "examples.npz") as examples:
+        np.testing.assert_allclose(examples["source_0"], target["image"].numpy(), atol=1e-6)
+        np.testing.assert_allclose(examples["reference_0"], reference.numpy(), atol=1e-6)
+
+
+def test_inference_writes_label_maps(trained, tmp_path):
+    root, _ = trained
+    datalist_path = root / "data" / DATA / "datalist.json"
+    bundle_run(root, None, ["configs/inference.yaml", "configs/quick.yaml"],
+               "--input", str(datalist_path), "--output_dir", str(tmp_path))
+    datalist = load_datalist(datalist_path)
+    inputs = [Path(e["image"]) for e in datalist["target"]["test"]]  # the target centre's test images
+    outputs = sorted(tmp_path.glob("*_seg.png"))
+    assert [o.name.replace("_seg", "") for o in outputs] == sorted(i.name for i in inputs)
+    written = np.asarray(Image.open(tmp_path / inputs[0].name.replace(".png", "_seg.png")))
+    pipeline = quick_pipeline()
+    pipeline.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+    image = domain_transform(datalist, "target", ("image",))({"image": str(inputs[0])})["image"]
+    with torch.no_grad():
+        expected = pipeline.eval()(image[None])[0, 0].numpy().astype(np.uint8)
+    assert set(np.unique(written)) <= {0, 1}
+    np.testing.assert_array_equal(written, expected.T)  # PIL rows are the array's second axis
+
+
+def test_translate_config_uses_the_translator_only(trained, tmp_path):
+    root, _ = trained
+    datalist_path = root / "data" / DATA / "datalist.json"
+    bundle_run(root, None, ["configs/inference.yaml", "configs/quick.yaml", "configs/translate.yaml"],
+               "--input", str(datalist_path), "--output_dir", str(tmp_path))
+    datalist = load_datalist(datalist_path)
+    first = Path(datalist["target"]["test"][0]["image"])
+    written = np.asarray(Image.open(tmp_path / first.name.replace(".png", "_trans.png"))).astype(float)
+    generator = ResnetGenerator(3, 3, ngf=8, n_blocks=2)
+    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    generator.load_state_dict(sub_state_dict(state, "translator"))
+    image = domain_transform(datalist, "target", ("image",))({"image": str(first)})["image"]
+    with torch.no_grad():
+        expected = (generator.eval()(image[None])[0].numpy() + 1) / 2 * 255
+    assert np.abs(written - np.moveaxis(expected, 0, -1).swapaxes(0, 1)).max() <= 1.0  # 8-bit rounding
+
+
+def test_two_process_ddp_on_cpu(trained, tmp_path):
+    root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29641"]
+    log = bundle_run(root, "training", [*QUICK, "configs/multi_gpu_train.yaml"], launcher=torchrun)
+    assert log.count("Epoch: 2/2, Iter: 4/4") == 1  # handlers on rank 0 only
+    resume = torch.load(root / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    assert resume["trainer"]["iteration"] == ITERATIONS and "D_MI" in resume
+    assert not any(k.startswith("module.") for k in resume["D_MI"])  # bare modules saved, not the DDP wrappers
+    quick_pipeline().load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+
+
+def test_matrix_rows_share_one_segmenter(trained, tmp_path):
+    """`common.reproduce mi2gan --preset quick`: the four rows of Table 1; every run trains the same
+    segmenter (same seed), so direct transfer's Dice is every run's untranslated baseline."""
+    root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
+    rows = run_matrix(root, "quick", tmp_path / "out")
+    assert [r["variant"] for r in rows] == ["direct", "cyclegan", "mi2gan_no_dmi", "mi2gan"]
+    direct = rows[0]
+    assert direct["dice"] == pytest.approx(direct["identity_dice"])  # no translation
+    assert len({r["identity_dice"] for r in rows}) == 1
+    assert {"dice", "agreement_dice", "nmae", "ssim", "identity_nmae"} <= set(direct)
+    assert len({r["nmae"] for r in rows[1:]}) == 3  # three different translators
+    assert "| mi2gan_no_dmi |" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_bundle_check_and_torchscript_export(trained):
+    assert_check_and_export(trained[0], BUNDLE, quick_pipeline(), in_channels=3)

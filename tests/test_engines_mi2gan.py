@@ -1,0 +1,266 @@
+"""MI2GAN's parts: the X-shape auto-encoders, eq. 5, the joint/marginal pairs of D_MI, where the
+mutual-information gradient goes, the alternating updates of eq. 7 and the method switches."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from monai.networks.nets import PatchDiscriminator
+from torch import nn
+
+from common.engines import MI2GANTrainer, method_parts
+from common.losses import MutualInformationEstimator, distillation_loss
+from common.networks import (
+    ContentDecoder,
+    ContentEncoder,
+    PooledPatchDiscriminator,
+    ResnetGenerator,
+    TranslateThenSegment,
+    sub_state_dict,
+)
+
+
+class NoTargetLabels(dict):
+    """A batch that fails the test if the trainer reads anything but the two images."""
+
+    def __getitem__(self, key):
+        if key not in ("target_image", "source_image"):
+            raise AssertionError(f"the trainer read {key!r}")
+        return super().__getitem__(key)
+
+
+class RecordingCritic(nn.Module):
+    """A critic that records its inputs: score = w * mean of the pair's features."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor(0.5))
+        self.inputs = []
+
+    def forward(self, pair):
+        self.inputs.append(pair.detach().clone())
+        return self.weight * pair.mean(dim=(1, 2, 3))[:, None]
+
+
+def make_trainer(method="mi2gan", critic=None, **options):
+    torch.manual_seed(0)
+    parts = method_parts(method)
+    g_ab, g_ba = ResnetGenerator(3, 3, ngf=4, n_blocks=1), ResnetGenerator(3, 3, ngf=4, n_blocks=1)
+    d_a, d_b = (PatchDiscriminator(2, 4, 3, num_layers_d=2, norm="INSTANCE") for _ in range(2))
+    autoencoders = [None] * 4
+    if parts["distill"]:
+        autoencoders = [ContentEncoder(3, 2), ContentDecoder(3, 2), ContentEncoder(3, 2), ContentDecoder(3, 2)]
+    d_mi = None
+    if parts["mutual_information"]:
+        critic = critic or PooledPatchDiscriminator(2, num_layers_d=1, channels=4, in_channels=16, norm="INSTANCE")
+        d_mi = MutualInformationEstimator(critic)
+    content = [p for net in [*autoencoders, d_mi] if net is not None for p in net.parameters()]
+    opt = lambda params: torch.optim.Adam(params, 2e-4, betas=(0.5, 0.999))  # noqa: E731
+    return MI2GANTrainer(
+        "cpu", 1, [], g_ab, g_ba, d_a, d_b, opt([*g_ab.parameters(), *g_ba.parameters()]),
+        opt([*d_a.parameters(), *d_b.parameters()]), *autoencoders, d_mi, opt(content) if content else None, **options)
+
+
+def batch():
+    torch.manual_seed(1)
+    return NoTargetLabels({"target_image": torch.rand(2, 3, 32, 32) * 2 - 1,
+                           "source_image": torch.rand(2, 3, 32, 32) * 2 - 1})
+
+
+def run_iteration(trainer, data=None):
+    data = data or batch()
+    trainer.state.iteration, trainer.state.epoch = 1, 1
+    return trainer._iteration(trainer, data), data
+
+
+# --- parts ------------------------------------------------------------------------------------
+def test_autoencoder_shapes_and_layers():
+    encoder, decoder = ContentEncoder(3, channels=8), ContentDecoder(3, channels=8)
+    x = torch.rand(2, 3, 32, 24) * 2 - 1
+    z = encoder(x)
+    assert z.shape == (2, 32, 8, 6) and encoder.out_channels == decoder.in_channels == 32
+    image = decoder(z)
+    assert image.shape == x.shape and image.abs().max() <= 1
+    kinds = {type(m) for m in [*encoder.modules(), *decoder.modules()]}
+    assert nn.InstanceNorm2d in kinds and nn.LeakyReLU in kinds and nn.BatchNorm2d not in kinds
+    with pytest.raises(ValueError, match="positive"):
+        ContentEncoder(3, channels=0)
+
+
+def test_distillation_loss_is_eq5():
+    image, translation = torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.5)
+    reconstruction, cross = torch.full((1, 3, 4, 4), 0.25), torch.full((1, 3, 4, 4), -0.5)
+    # |I_ab - I'_ab| = 1, |I_a - I'_a| = 0.25
+    assert distillation_loss(image, translation, reconstruction, cross).item() == pytest.approx(1.25)
+    with pytest.raises(ValueError, match="translation"):
+        distillation_loss(image, translation[..., :2], reconstruction, cross)
+
+
+def test_translate_then_segment_returns_the_label_map():
+    class Shift(nn.Module):  # a "translator" that adds 1
+        def forward(self, x):
+            return x + 1
+
+    class Threshold(nn.Module):  # a "segmenter": class 1 where the first channel exceeds 0.5
+        def forward(self, x):
+            return torch.cat([torch.full_like(x[:, :1], 0.5), x[:, :1]], dim=1)
+
+    x = torch.tensor([[[[-1.0, 0.0], [-0.2, 0.9]]]])
+    torch.testing.assert_close(TranslateThenSegment(Shift(), Threshold())(x), torch.tensor([[[[0.0, 1.0], [1.0, 1.0]]]]))
+    torch.testing.assert_close(TranslateThenSegment(None, Threshold())(x), torch.tensor([[[[0.0, 0.0], [0.0, 1.0]]]]))
+    assert TranslateThenSegment(None, Threshold(), return_logits=True)(x).shape == (1, 2, 2, 2)
+    pipeline = TranslateThenSegment(ResnetGenerator(3, 3, ngf=2, n_blocks=1), nn.Conv2d(3, 2, 1))
+    translator = sub_state_dict(pipeline.state_dict(), "translator")
+    ResnetGenerator(3, 3, ngf=2, n_blocks=1).load_state_dict(translator)  # the generator's own keys
+    with pytest.raises(KeyError, match="No weights under 'generator.'"):
+        sub_state_dict(pipeline.state_dict(), "generator")
+
+
+def test_method_parts():
+    assert method_parts("direct") == {"translate": False, "distill": False, "mutual_information": False}
+    assert method_parts("mi2gan_no_dmi")["distill"] and not method_parts("mi2gan_no_dmi")["mutual_information"]
+    assert method_parts("mi2gan") == {"translate": True, "distill": True, "mutual_information": True}
+    with pytest.raises(ValueError, match="Unknown MI2GAN method 'mi2'"):
+        method_parts("mi2")
+
+
+# --- D_MI's pairs and gradients ------------------------------------------------------------------
+def test_dmi_joint_and_marginal_pairs():
+    """Joint (z_a, Enc_B(G_AB(I_a))) and marginal (z_a, Enc_B(I_b)), and the symmetric B -> A pairs."""
+    critic = RecordingCritic()
+    trainer = make_trainer(critic=critic)
+    nets = {n: copy.deepcopy(trainer.networks[n]) for n in ("G_AB", "G_BA", "Enc_A", "Enc_B")}
+    _, data = run_iteration(trainer)
+    real_a, real_b = data["target_image"], data["source_image"]
+    with torch.no_grad():
+        z_a, z_b = nets["Enc_A"](real_a), nets["Enc_B"](real_b)
+        z_ab, z_ba = nets["Enc_B"](nets["G_AB"](real_a)), nets["Enc_A"](nets["G_BA"](real_b))
+    # The generator step's four critic calls, before any network was updated.
+    expected = [torch.cat([z_a, z_ab], 1), torch.cat([z_a, z_b], 1), torch.cat([z_b, z_ba], 1), torch.cat([z_b, z_a], 1)]
+    assert len(critic.inputs) == 8  # 4 in the generator step, 4 in the content step
+    for seen, wanted in zip(critic.inputs[:4], expected):
+        torch.testing.assert_close(seen, wanted)
+    # The marginal pair differs from the joint pair only in its second half.
+    assert torch.equal(critic.inputs[0][:, :8], critic.inputs[1][:, :8])
+    assert not torch.allclose(critic.inputs[0][:, 8:], critic.inputs[1][:, 8:])
+
+
+def test_mi_gradient_reaches_the_generator_the_encoders_and_dmi():
+    trainer = make_trainer()
+    real_a, real_b = batch()["target_image"], batch()["source_image"]
+    bound = trainer.content_terms(real_a, trainer.networks["G_AB"](real_a), real_b, "A", "B")[1]
+    bound.backward()
+    for name in ("G_AB", "Enc_A", "Enc_B", "D_MI"):
+        grads = [p.grad for p in trainer.networks[name].parameters() if p.grad is not None]
+        assert grads and sum(g.abs().sum() for g in grads) > 0, name
+    # Neither the other generator nor the decoders take part in the A -> B bound.
+    for name in ("G_BA", "Dec_A", "Dec_B"):
+        assert all(p.grad is None for p in trainer.networks[name].parameters()), name
+
+
+def test_generator_step_maximises_the_bound():
+    """With only the MI term (alpha = beta = 0 and no discriminators' pull), a generator step raises I_DV."""
+    trainer = make_trainer(lambda_cycle=0.0, lambda_distillation=0.0, lambda_mi=1.0)
+    real_a, real_b = batch()["target_image"], batch()["source_image"]
+    g_ab = trainer.networks["G_AB"]
+    optimiser = torch.optim.SGD(g_ab.parameters(), lr=0.05)
+    before = trainer.content_terms(real_a, g_ab(real_a), real_b, "A", "B")[1]
+    (-before).backward()
+    optimiser.step()
+    after = trainer.content_terms(real_a, g_ab(real_a), real_b, "A", "B")[1]
+    assert after.item() > before.item()
+
+
+# --- the alternating optimisation -------------------------------------------------------------
+def snapshot(trainer):
+    return {n: {k: p.detach().clone() for k, p in net.named_parameters()} for n, net in trainer.networks.items()}
+
+
+def changed(before, trainer, name):
+    return any(not torch.equal(before[name][k], p) for k, p in trainer.networks[name].named_parameters())
+
+
+def test_generator_step_keeps_the_other_networks_fixed(monkeypatch):
+    trainer = make_trainer()
+    before, seen = snapshot(trainer), {}
+    step = trainer.step
+
+    def spy(optimizer, loss, losses):
+        if optimizer == "generators":  # right after the generator step: only G_AB and G_BA moved
+            values = step(optimizer, loss, losses)
+            seen.update({n: changed(before, trainer, n) for n in trainer.networks})
+            seen["after_g"] = snapshot(trainer)
+            seen["grads"] = {n: any(p.grad is not None for p in trainer.networks[n].parameters())
+                             for n in trainer.networks if not n.startswith("G_")}
+            return values
+        return step(optimizer, loss, losses)
+
+    monkeypatch.setattr(trainer, "step", spy)
+    output, _ = run_iteration(trainer)
+    assert seen["G_AB"] and seen["G_BA"]
+    assert not any(seen[n] for n in ("D_A", "D_B", "Enc_A", "Dec_A", "Enc_B", "Dec_B", "D_MI"))
+    assert not any(seen["grads"].values())  # frozen: no gradient was even computed for them
+    # Then the discriminators, auto-encoders and D_MI moved, and the generators did not move again.
+    assert all(changed(before, trainer, n) for n in ("D_A", "D_B", "Enc_A", "Dec_A", "Enc_B", "Dec_B", "D_MI"))
+    for name in ("G_AB", "G_BA"):
+        assert not changed(seen["after_g"], trainer, name)
+    losses = output["loss"]
+    assert {"G_AB", "G_BA", "cycle_A", "cycle_B", "dis_A", "dis_B", "MI_A", "MI_B", "D_A", "D_B",
+            "AE_dis_A", "AE_dis_B", "D_MI_A", "D_MI_B"} == set(losses)
+    assert {"ae_rec_A", "ae_cross_B", "ae_rec_B", "ae_cross_A"} <= set(output["images"])
+
+
+def test_generator_loss_is_eq7(monkeypatch):
+    """The generator step minimises adv + alpha cyc + beta L_dis - lambda_mi I_DV, both directions."""
+    trainer = make_trainer(lambda_cycle=10.0, lambda_distillation=10.0, lambda_mi=2.0)
+    totals = {}
+    step = trainer.step
+
+    def spy(optimizer, loss, losses):
+        totals[optimizer] = (loss.item(), {k: v.item() for k, v in losses.items()})
+        return step(optimizer, loss, losses)
+
+    monkeypatch.setattr(trainer, "step", spy)
+    run_iteration(trainer)
+    total, terms = totals["generators"]
+    expected = sum(terms[k] for k in ("G_AB", "G_BA", "cycle_A", "cycle_B", "dis_A", "dis_B"))
+    assert total == pytest.approx(expected - 2.0 * (terms["MI_A"] + terms["MI_B"]), rel=1e-5)
+    total, terms = totals["content"]
+    assert total == pytest.approx(terms["AE_dis_A"] + terms["AE_dis_B"] - 2.0 * (terms["D_MI_A"] + terms["D_MI_B"]),
+                                  rel=1e-5)
+
+
+@pytest.mark.parametrize("method, networks, optimizers", [
+    ("cyclegan", {"G_AB", "G_BA", "D_A", "D_B"}, {"generators", "discriminators"}),
+    ("mi2gan_no_dmi", {"G_AB", "G_BA", "D_A", "D_B", "Enc_A", "Dec_A", "Enc_B", "Dec_B"},
+     {"generators", "discriminators", "content"}),
+])
+def test_ablations(method, networks, optimizers):
+    trainer = make_trainer(method)
+    assert set(trainer.networks) == networks and set(trainer.optimizers) == optimizers
+    output, _ = run_iteration(trainer)
+    assert not any(k.startswith(("MI", "D_MI")) for k in output["loss"])
+    assert ("dis_A" in output["loss"]) == (method == "mi2gan_no_dmi")
+    assert set(trainer.checkpoint_objects()) == networks | {f"optimizer_{o}" for o in optimizers} | {"pool_A", "pool_B"}
+
+
+def test_configuration_errors():
+    trainer = make_trainer("cyclegan")
+    g, d = trainer.networks, trainer.optimizers
+    args = ("cpu", 1, [], g["G_AB"], g["G_BA"], g["D_A"], g["D_B"], d["generators"], d["discriminators"])
+    with pytest.raises(ValueError, match="need all of Enc_A, Dec_A, Enc_B, Dec_B; got only Enc_A"):
+        MI2GANTrainer(*args, encoder_a=ContentEncoder(3, 2))
+    with pytest.raises(ValueError, match="D_MI scores content features"):
+        MI2GANTrainer(*args, mi_discriminator=MutualInformationEstimator(RecordingCritic()))
+    with pytest.raises(ValueError, match="optimizer_content"):
+        MI2GANTrainer(*args, ContentEncoder(3, 2), ContentDecoder(3, 2), ContentEncoder(3, 2), ContentDecoder(3, 2))
+
+
+def test_nan_guard_names_the_loss():
+    trainer = make_trainer()
+    data = batch()
+    data["target_image"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="Loss 'G_AB' is nan"):
+        run_iteration(trainer, data)
