@@ -269,7 +269,7 @@ def _examples(rows: list[dict], matrix: dict, out: Path, path: Path) -> bool:
     columns = sorted({key[1] for key in arrays})
     variants = list(matrix["variants"])
     first = next(iter(arrays.values()))
-    fig = Figure(figsize=(1.9 * (len(columns) + 1), 1.9 * len(variants) + 2.2), dpi=100)
+    fig = Figure(figsize=(max(1.9 * (len(columns) + 1), 6.0), 1.9 * len(variants) + 2.2), dpi=100)
     axes = fig.subplots(len(variants) + 1, len(columns) + 1, squeeze=False)
 
     def show(ax, image, title):
@@ -288,8 +288,9 @@ def _examples(rows: list[dict], matrix: dict, out: Path, path: Path) -> bool:
             if (variant, column) in arrays:
                 data = arrays[(variant, column)]
                 error = float(np.abs(data["translation_0"] - data["reference_0"]).mean() / 2)
-                show(axes[r, c], data["translation_0"], f"{setting} {', '.join(map(str, column))}: MAE {error:.3f}")
-    fig.suptitle("The first test example translated by every run (MAE on [0, 1] over the whole image)", fontsize=10)
+                where = f"{setting} {', '.join(map(str, column))}: " if column else ""
+                show(axes[r, c], data["translation_0"], f"{where}MAE {error:.3f}")
+    fig.suptitle("The first test example translated by every run\n(MAE on [0, 1] over the whole image)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     return True
