@@ -9,6 +9,7 @@ import json
 import logging
 from pathlib import Path
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from common.inference import translate
 from common.metrics import dice_score, nmae, psnr, ssim
 from common.networks.pipeline import TranslateThenSegment
 
-__all__ = ["evaluate_translation", "evaluate_adaptation"]
+__all__ = ["evaluate_translation", "evaluate_adaptation", "show_image"]
 
 logger = logging.getLogger(__name__)
 METRICS = ("nmae", "psnr", "ssim")
@@ -124,8 +125,28 @@ def _write_tables(result: dict, output_dir: str | Path) -> Path:
 
 def _middle(image: torch.Tensor) -> np.ndarray:
     """A 2D image ``(C, H, W)`` as it is, the middle slice of a volume ``(C, H, W, D)``."""
-    array = image.numpy()
+    array = image.detach().cpu().numpy()
     return array[..., array.shape[-1] // 2] if array.ndim == 4 else array
+
+
+def show_image(ax: Axes, image: torch.Tensor | np.ndarray, title: str, fontsize: int = 9, error: bool = False) -> None:
+    """Draws a channel-first image on a matplotlib axis: the middle slice of a volume, RGB as
+    colour, one channel in grey; values in [-1, 1] (or, with ``error``, an error map on [0, 1] in magma).
+
+    Args:
+        ax: the axis.
+        image: ``(C, H, W)`` or ``(C, H, W, D)``.
+        title: the axis title.
+        fontsize: of the title.
+        error: draw an error map instead of an image.
+    """
+    array = _middle(torch.as_tensor(image))
+    display = np.moveaxis(array, 0, -1) if array.shape[0] == 3 else array[0]
+    if not error:
+        display = ((display + 1) / 2).clip(0, 1)
+    ax.imshow(np.swapaxes(display, 0, 1), cmap="magma" if error else "gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(title, fontsize=fontsize)
+    ax.axis("off")
 
 
 def _draw(shown: list, result: dict, path: Path) -> None:
@@ -136,15 +157,7 @@ def _draw(shown: list, result: dict, path: Path) -> None:
         panels = [source, fake, real, (fake - real).abs()]
         titles = [name, "translation", "reference", "|translation - reference|"]
         for column, (panel, title) in enumerate(zip(panels, titles)):
-            array = panel.numpy()
-            array = array[..., array.shape[-1] // 2] if array.ndim == 4 else array
-            display = np.moveaxis(array, 0, -1) if array.shape[0] == 3 else array[0]
-            if column < 3:
-                display = (display + 1) / 2
-            axes[row, column].imshow(np.swapaxes(display, 0, 1), cmap="gray" if column < 3 else "magma",
-                                     vmin=0, vmax=1, interpolation="nearest")
-            axes[row, column].set_title(title, fontsize=9)
-            axes[row, column].axis("off")
+            show_image(axes[row, column], panel, title, error=column == 3)
     mean = result["mean"]
     fig.suptitle(
         f"NMAE {mean['nmae']:.4f} (identity {mean['identity_nmae']:.4f})   PSNR {mean['psnr']:.2f} dB "
@@ -260,18 +273,13 @@ def _draw_adaptation(shown: list, result: dict, path: Path) -> None:
         titles = [name, "translation", "reference" if reference is not None else "(no reference)",
                   "prediction (yellow) vs label (white)"]
         for column, (panel, title) in enumerate(zip(panels, titles)):
-            array = _middle(panel)
-            display = np.moveaxis(array, 0, -1) if array.shape[0] == 3 else array[0]
             ax = axes[row, column]
-            ax.imshow(np.swapaxes((display + 1) / 2, 0, 1).clip(0, 1), cmap="gray", vmin=0, vmax=1,
-                      interpolation="nearest")
+            show_image(ax, panel, title)
             if column == 3:
                 truth, guess = (a[..., a.shape[-1] // 2] if a.ndim == 3 else a for a in (label, prediction))
                 ax.contour(np.swapaxes(truth > 0, 0, 1), levels=[0.5], colors="white", linewidths=1)
                 if guess.any():
                     ax.contour(np.swapaxes(guess > 0, 0, 1), levels=[0.5], colors="yellow", linewidths=1)
-            ax.set_title(title, fontsize=9)
-            ax.axis("off")
     mean = result["mean"]
     title = f"Dice {mean['dice']:.3f} (direct transfer {mean['identity_dice']:.3f})"
     if "agreement_dice" in mean:

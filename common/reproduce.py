@@ -33,6 +33,8 @@ import yaml
 from matplotlib.figure import Figure
 from monai.bundle import ConfigParser
 
+from common.evaluation import show_image
+
 __all__ = ["load_matrix", "run_matrix", "write_results", "main"]
 
 logger = logging.getLogger(__name__)
@@ -272,15 +274,10 @@ def _examples(rows: list[dict], matrix: dict, out: Path, path: Path) -> bool:
     fig = Figure(figsize=(max(1.9 * (len(columns) + 1), 6.0), 1.9 * len(variants) + 2.2), dpi=100)
     axes = fig.subplots(len(variants) + 1, len(columns) + 1, squeeze=False)
 
-    def show(ax, image, title):
-        image = np.moveaxis(image, 0, -1) if image.shape[0] == 3 else image[0]
-        ax.imshow(np.swapaxes((image + 1) / 2, 0, 1).clip(0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(title, fontsize=8)
-
     for ax in axes.flat:
         ax.axis("off")
-    show(axes[0, 0], first["source_0"], f"input {first['names'][0]}")
-    show(axes[0, 1], first["reference_0"], "reference")
+    show_image(axes[0, 0], first["source_0"], f"input {first['names'][0]}", fontsize=8)
+    show_image(axes[0, 1], first["reference_0"], "reference", fontsize=8)
     setting = ", ".join(matrix["settings"]) or "run"
     for r, variant in enumerate(variants, 1):
         axes[r, 0].text(0.5, 0.5, variant, ha="center", va="center", fontsize=10, transform=axes[r, 0].transAxes)
@@ -289,7 +286,7 @@ def _examples(rows: list[dict], matrix: dict, out: Path, path: Path) -> bool:
                 data = arrays[(variant, column)]
                 error = float(np.abs(data["translation_0"] - data["reference_0"]).mean() / 2)
                 where = f"{setting} {', '.join(map(str, column))}: " if column else ""
-                show(axes[r, c], data["translation_0"], f"{where}MAE {error:.3f}")
+                show_image(axes[r, c], data["translation_0"], f"{where}MAE {error:.3f}", fontsize=8)
     fig.suptitle("The first test example translated by every run\n(MAE on [0, 1] over the whole image)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
