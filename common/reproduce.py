@@ -52,7 +52,9 @@ def load_matrix(bundle: Path) -> dict:
         The matrix with ``settings`` defaulting to none.
 
     Raises:
-        ValueError: the file is missing or lacks a key.
+        ValueError: the file is missing, lacks a key, or overrides a config id that
+            ``train.yaml`` and the presets' overlays do not define (a typo would otherwise
+            silently add an unused id).
     """
     path = bundle / "configs" / "reproduce.yaml"
     if not path.is_file():
@@ -63,6 +65,15 @@ def load_matrix(bundle: Path) -> dict:
         raise ValueError(f"{path}: missing key(s) {', '.join(missing)}; expected {', '.join(REQUIRED)}.")
     matrix.setdefault("settings", {})
     matrix.setdefault("lower_is_better", [])
+    configs = ConfigParser()  # every id a run overrides must exist in train.yaml or a preset's overlay
+    overlays = dict.fromkeys(["configs/train.yaml", *(o for p in matrix["presets"].values() for o in p)])
+    configs.read_config([str(bundle / f) for f in overlays])
+    for where, ids in [*((f"variant {name!r}", list(o or {})) for name, o in matrix["variants"].items()),
+                       ("settings", list(matrix["settings"]))]:
+        unknown = [i for i in ids if i not in configs]
+        if unknown:
+            raise ValueError(f"{path}: {where} sets {', '.join(map(repr, unknown))}, which neither configs/train.yaml "
+                             "nor the presets' overlays define.")
     return matrix
 
 
@@ -214,9 +225,12 @@ def _markdown(rows: list[dict], matrix: dict, info: dict) -> str:
     for metric in matrix["metrics"]:
         better = "lower is better" if metric in matrix["lower_is_better"] else "higher is better"
         lines += [f"**{metric.upper()}** ({better})", ""]
+        identity = [r.get(f"identity_{metric}") for r in rows if r.get(f"identity_{metric}") is not None]
         if setting is None:
             lines += ["| variant | value |", "| --- | --- |"]
             lines += [f"| {r['variant']} | {r[metric]:.4f} |" for r in rows]
+            if identity:
+                lines.append(f"| identity (untranslated input) | {np.mean(identity):.4f} |")
         else:
             columns = sorted({r[setting] for r in rows})
             lines += [f"| variant \\ {setting} | " + " | ".join(str(c) for c in columns) + " |",
@@ -225,7 +239,6 @@ def _markdown(rows: list[dict], matrix: dict, info: dict) -> str:
                 cells = {r[setting]: r[metric] for r in rows if r["variant"] == variant}
                 lines.append(f"| {variant} | " + " | ".join(
                     f"{cells[c]:.4f}" if c in cells else "" for c in columns) + " |")
-            identity = [r.get(f"identity_{metric}") for r in rows if r.get(f"identity_{metric}") is not None]
             if identity:
                 lines.append(f"| identity (untranslated input) | {np.mean(identity):.4f} (every {setting}) |"
                              + " |" * (len(columns) - 1))

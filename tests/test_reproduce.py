@@ -92,9 +92,32 @@ def test_parallel_jobs_give_the_same_runs(tmp_path, quick_matrix):
         assert row["nmae"] == pytest.approx(sequential[(row["variant"], 0)], abs=1e-4)
 
 
+@pytest.mark.parametrize("bundle", sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "reproduce.yaml").is_file()))
+def test_every_matrix_overrides_existing_config_ids(bundle):
+    matrix = load_matrix(BUNDLES / bundle)
+    assert {"quick", "cpu", "gpu"} <= set(matrix["presets"]) and matrix["variants"]
+
+
+def test_a_misspelt_override_is_named(tmp_path):
+    shutil.copytree(BUNDLES / "cyclegan" / "configs", tmp_path / "configs")
+    path = tmp_path / "configs" / "reproduce.yaml"
+    matrix = yaml.safe_load(path.read_text())
+    load_matrix(tmp_path)  # as shipped
+    matrix["variants"]["no_identity"] = {"lambda_identty": 0.0}
+    path.write_text(yaml.safe_dump(matrix))
+    with pytest.raises(ValueError, match=r"reproduce.yaml: variant 'no_identity' sets 'lambda_identty', which neither"):
+        load_matrix(tmp_path)
+    matrix["variants"]["no_identity"] = {"lambda_identity": 0.0}
+    matrix["settings"] = {"n_blocks": [6, 9], "train#checkpoint_handlers#0#n_saved": [1], "train#nothing": [1]}
+    path.write_text(yaml.safe_dump(matrix))
+    with pytest.raises(ValueError, match=r"settings sets 'train#nothing', which"):  # nested ids are checked too
+        load_matrix(tmp_path)
+
+
 def test_bad_requests_are_named(tmp_path):
+    (tmp_path / "configs").mkdir()
     with pytest.raises(ValueError, match="defines no experiment matrix"):
-        load_matrix(BUNDLES / "cyclegan")
+        load_matrix(tmp_path)
     with pytest.raises(ValueError, match="Unknown preset 'fast' for reggan; expected one of quick, cpu, gpu"):
         run_matrix("reggan", "fast", tmp_path)
     with pytest.raises(SystemExit):
