@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import assert_check_and_export, bundle_run
+from bundle_helpers import assert_check_and_export, bundle_run, copy_bundle
 
 from common.bundle import check_bundle
 from common.data.datalist import load_datalist
@@ -20,6 +20,7 @@ from common.data.io import domain_transform
 from common.inference import translate
 from common.metrics import nmae
 from common.networks import ResnetGenerator
+from common.reproduce import run_matrix
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "cyclegan"
 QUICK = ["configs/train.yaml", "configs/quick.yaml"]
@@ -28,8 +29,7 @@ QUICK_NET = {"ngf": 8, "n_blocks": 2}  # quick.yaml's generator
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cyclegan")
-    shutil.copytree(BUNDLE, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("models", "eval", "data"))
+    root = copy_bundle(tmp_path_factory.mktemp("cyclegan"), BUNDLE)
     log = bundle_run(root, "training", QUICK)
     return root, log
 
@@ -101,8 +101,7 @@ def test_inference_translates_with_the_inputs_geometry(trained, tmp_path):
 
 def test_two_process_ddp_on_cpu(trained, tmp_path):
     root, _ = trained
-    copy = tmp_path / "bundle"
-    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("models", "eval"))
+    copy = copy_bundle(tmp_path / "bundle", root, keep_data=True)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29631"]
     log = bundle_run(copy, "training", [*QUICK, "configs/multi_gpu_train.yaml"], launcher=torchrun)
     assert log.count("Epoch: 3/3, Iter: 6/6") == 1  # handlers on rank 0 only
@@ -116,8 +115,7 @@ def test_bundle_check_and_torchscript_export(trained):
 
 
 def test_bundle_check_reports_problems(tmp_path):
-    copy = tmp_path / "bundle"
-    shutil.copytree(BUNDLE, copy, ignore=shutil.ignore_patterns("models", "eval", "data"))
+    copy = copy_bundle(tmp_path / "bundle", BUNDLE)
     meta = json.loads((copy / "configs" / "metadata.json").read_text())
     meta["version"] = "0.2.0"
     (copy / "configs" / "metadata.json").write_text(json.dumps(meta))
@@ -137,8 +135,7 @@ def test_bundle_check_reports_problems(tmp_path):
 def test_training_on_another_datalist(tmp_path, synthetic):
     """Pointing `datalist` at other data: RGB images set the channel counts from the datalist."""
     datalist = synthetic("polyp", size=32, subjects=5)
-    root = tmp_path / "bundle"
-    shutil.copytree(BUNDLE, root, ignore=shutil.ignore_patterns("models", "eval", "data"))
+    root = copy_bundle(tmp_path / "bundle", BUNDLE)
     log = bundle_run(root, "training", QUICK, "--datalist", str(datalist), "--epoch_length", "2")
     assert "generating" not in log and not (root / "data").exists()
     state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
@@ -149,8 +146,7 @@ def test_training_on_another_datalist(tmp_path, synthetic):
 
 def test_run_is_training_for_monai_label(tmp_path, trained):
     root, _ = trained
-    copy = tmp_path / "bundle"
-    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("models", "eval"))
+    copy = copy_bundle(tmp_path / "bundle", root, keep_data=True)
     log = bundle_run(copy, None, QUICK)  # MONAI Label calls the default id, `run`
     assert "Epoch: 3/3, Iter: 6/6" in log
     assert (copy / "models" / "model.pt").is_file()
@@ -158,11 +154,7 @@ def test_run_is_training_for_monai_label(tmp_path, trained):
 
 def test_reproduce_matrix_runs_the_recipe_and_the_identity_ablation(tmp_path):
     """`python -m common.reproduce cyclegan --preset quick`: both rows trained and scored in their own folders."""
-    from common.reproduce import run_matrix
-
-    root = tmp_path / "bundle"
-    shutil.copytree(BUNDLE, root, ignore=shutil.ignore_patterns("models", "eval", "data"))
-    rows = run_matrix(root, "quick", tmp_path / "out")
+    rows = run_matrix(copy_bundle(tmp_path / "bundle", BUNDLE), "quick", tmp_path / "out")
     assert [r["variant"] for r in rows] == ["cyclegan", "no_identity"]
     for row in rows:
         metrics = json.loads((tmp_path / "out" / "runs" / row["variant"] / "eval" / "metrics.json").read_text())
