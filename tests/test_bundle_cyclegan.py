@@ -40,8 +40,9 @@ def test_training_writes_release_weights_and_resume_checkpoint(trained):
     state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
     network = ResnetGenerator(1, 1, **QUICK_NET)
     network.load_state_dict(state)  # a bare state_dict of G_AB
-    resume = torch.load(root / "models" / "resume.pt", map_location="cpu", weights_only=False)
-    assert {"G_AB", "G_BA", "D_A", "D_B", "optimizer_g", "optimizer_d", "trainer", "pool_A"} <= set(resume)
+    resume = torch.load(root / "models" / "translation" / "resume.pt", map_location="cpu", weights_only=False)
+    assert {"G_AB", "G_BA", "D_A", "D_B", "optimizer_generators", "optimizer_discriminators", "lr_scheduler_generators",
+            "lr_scheduler_discriminators", "trainer", "pool_A", "pool_B"} == set(resume)
     assert resume["trainer"]["iteration"] == 3 * 6  # (2 constant + 1 decay epochs) x 6 iterations
     for key in resume["G_AB"]:
         assert torch.equal(resume["G_AB"][key], state[key])
@@ -56,7 +57,7 @@ def test_resume_continues_the_iteration_count(trained, tmp_path):
     log = bundle_run(copy, "training", QUICK, "--resume", "true", "--decay_epochs", "2")
     assert "Restored all variables" in log
     assert "Epoch: 4/4" in log and "Epoch: 1/4" not in log  # only the new epoch ran
-    resume = torch.load(copy / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    resume = torch.load(copy / "models" / "translation" / "resume.pt", map_location="cpu", weights_only=False)
     assert resume["trainer"]["iteration"] == 4 * 6 and resume["trainer"]["max_epochs"] == 4
 
 
@@ -105,7 +106,7 @@ def test_two_process_ddp_on_cpu(trained, tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29631"]
     log = bundle_run(copy, "training", [*QUICK, "configs/multi_gpu_train.yaml"], launcher=torchrun)
     assert log.count("Epoch: 3/3, Iter: 6/6") == 1  # handlers on rank 0 only
-    resume = torch.load(copy / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    resume = torch.load(copy / "models" / "translation" / "resume.pt", map_location="cpu", weights_only=False)
     assert resume["trainer"]["iteration"] == 18
     assert (copy / "models" / "model.pt").is_file()
 

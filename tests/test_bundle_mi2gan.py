@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import assert_check_and_export, bundle_run, copy_bundle
+from bundle_helpers import ENV, assert_check_and_export, bundle_command, bundle_run, copy_bundle
 from monai.networks.nets import BasicUNet
 from PIL import Image
 
@@ -52,14 +55,15 @@ def test_training_writes_the_pipeline_and_a_resume_checkpoint(trained):
     quick_pipeline().load_state_dict(state)  # translate-then-segment: G_AB and the segmenter
     segmenter = torch.load(root / "models" / "segmenter.pt", map_location="cpu", weights_only=True)
     assert all(torch.equal(segmenter[k], state[f"segmenter.{k}"]) for k in segmenter)
-    resume = torch.load(root / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    resume = torch.load(root / "models" / "translation" / "resume.pt", map_location="cpu", weights_only=False)
     assert set(resume) == MI2GAN_NETWORKS | {"optimizer_generators", "optimizer_discriminators", "optimizer_content",
-                                             "pool_A", "pool_B", "trainer", "lr_scheduler_0", "lr_scheduler_1",
-                                             "lr_scheduler_2"}
+                                             "pool_A", "pool_B", "trainer", "lr_scheduler_generators",
+                                             "lr_scheduler_discriminators", "lr_scheduler_content"}
     assert resume["trainer"]["iteration"] == ITERATIONS
     assert all(torch.equal(resume["G_AB"][k], state[f"translator.{k}"]) for k in resume["G_AB"])
     # The segmenter stage ran first, then eq. 7 with its DV and distillation terms.
-    assert "Trained the segmenter" in log and "MI_A:" in log and "AE_dis_B:" in log
+    assert log.index("Stage 'segmenter': done") < log.index("Stage 'translation': training")
+    assert "MI_A:" in log and "AE_dis_B:" in log
     assert (root / "eval" / "images_latest.png").is_file()
 
 
@@ -74,9 +78,9 @@ def test_every_method_trains_from_the_method_id(trained, tmp_path, method, netwo
     state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
     quick_pipeline(translate=method != "direct").load_state_dict(state)
     if networks is None:  # direct transfer: the segmenter only, no translation stage
-        assert not (root / "models" / "resume.pt").exists() and "Epoch: 1/2" not in log
+        assert not (root / "models" / "translation" / "resume.pt").exists() and "Epoch: 1/2" not in log
         return
-    resume = torch.load(root / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    resume = torch.load(root / "models" / "translation" / "resume.pt", map_location="cpu", weights_only=False)
     assert networks <= set(resume) and not (MI2GAN_NETWORKS - networks) & set(resume)
     assert resume["trainer"]["iteration"] == ITERATIONS and ("MI_A:" in log) is False
 
@@ -85,10 +89,38 @@ def test_resume_continues_and_keeps_the_segmenter(trained, tmp_path):
     root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
     shutil.copytree(trained[0] / "models", root / "models")
     log = bundle_run(root, "training", QUICK, "--resume", "true", "--decay_epochs", "2")
-    assert "Loaded the segmenter from" in log and "Trained the segmenter" not in log
+    assert "Stage 'segmenter': finished earlier" in log and "Stage 'segmenter': training" not in log
     assert "Restored all variables" in log and "Epoch: 3/3" in log and "Epoch: 1/3" not in log
-    resume = torch.load(root / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    resume = torch.load(root / "models" / "translation" / "resume.pt", map_location="cpu", weights_only=False)
     assert resume["trainer"]["iteration"] == 3 * 4
+
+
+def test_a_run_killed_in_stage_2_resumes_stage_2(trained, tmp_path):
+    """SIGKILL during the translation stage (after its first epoch's checkpoint), then `--resume
+    true`: the segmenter stage is reused and the translation continues from its checkpoint."""
+    root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
+    longer = ("--epoch_length", "60")  # 2 epochs of 60 iterations: time to kill it in between
+    checkpoint = root / "models" / "translation" / "resume.pt"
+    process = subprocess.Popen(bundle_command("training", QUICK, *longer), cwd=root, env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpoint.is_file() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_at = torch.load(checkpoint, map_location="cpu", weights_only=False)["trainer"]["iteration"]
+    assert 60 <= killed_at < 120 and not (root / "models" / "model.pt").exists()  # killed in stage 2, no release yet
+
+    log = bundle_run(root, "training", QUICK, *longer, "--resume", "true")
+    assert "Stage 'segmenter': finished earlier" in log and "Stage 'segmenter': training" not in log
+    assert "Stage 'translation': resuming from" in log and f"(iteration {killed_at})" in log
+    assert "Restored all variables" in log and "Epoch: 1/2" not in log and "Epoch: 2/2" in log
+    resume = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert resume["trainer"]["iteration"] == 120
+    quick_pipeline().load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
 
 
 def test_target_labels_are_never_read(tmp_path, synthetic):
@@ -182,7 +214,7 @@ def test_two_process_ddp_on_cpu(trained, tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29641"]
     log = bundle_run(root, "training", [*QUICK, "configs/multi_gpu_train.yaml"], launcher=torchrun)
     assert log.count("Epoch: 2/2, Iter: 4/4") == 1  # handlers on rank 0 only
-    resume = torch.load(root / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    resume = torch.load(root / "models" / "translation" / "resume.pt", map_location="cpu", weights_only=False)
     assert resume["trainer"]["iteration"] == ITERATIONS and "D_MI" in resume
     assert not any(k.startswith("module.") for k in resume["D_MI"])  # bare modules saved, not the DDP wrappers
     quick_pipeline().load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))

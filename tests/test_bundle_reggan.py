@@ -42,7 +42,7 @@ def test_training_writes_release_weights_and_resume_checkpoint(trained):
     assert "generating the synthetic 'brain' task" in log
     state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
     ResnetGenerator(1, 1, **QUICK_NET).load_state_dict(state)  # a bare state_dict of G_AB
-    resume = torch.load(root / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    resume = torch.load(root / "models" / "translation" / "resume.pt", map_location="cpu", weights_only=False)
     # The default mode, reggan (NC+R): one generator, R and one discriminator, no pools.
     assert set(resume) == {"G_AB", "R", "D_B", "optimizer_generators", "optimizer_discriminators", "trainer"}
     assert resume["trainer"]["iteration"] == ITERATIONS
@@ -60,7 +60,7 @@ def test_training_writes_release_weights_and_resume_checkpoint(trained):
 def test_every_mode_trains_from_the_mode_id(trained, tmp_path, mode, networks):
     root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
     log = bundle_run(root, "training", QUICK, "--mode", mode, "--noise_level", "2")
-    resume = torch.load(root / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    resume = torch.load(root / "models" / "translation" / "resume.pt", map_location="cpu", weights_only=False)
     assert set(resume) == networks | {"optimizer_generators", "optimizer_discriminators", "trainer"}
     assert resume["trainer"]["iteration"] == ITERATIONS
     if mode == "pix2pix":  # the conditional discriminator sees T1 and T2 channels
@@ -76,7 +76,7 @@ def test_resume_continues_the_iteration_count(trained, tmp_path):
     log = bundle_run(root, "training", QUICK, "--noise_level", "3", "--resume", "true", "--epochs", "3")
     assert "Restored all variables" in log
     assert "Epoch: 3/3" in log and "Epoch: 1/3" not in log  # only the new epoch ran
-    resume = torch.load(root / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    resume = torch.load(root / "models" / "translation" / "resume.pt", map_location="cpu", weights_only=False)
     assert resume["trainer"]["iteration"] == 3 * 4
 
 
@@ -125,7 +125,7 @@ def test_two_process_ddp_on_cpu(trained, tmp_path):
     log = bundle_run(root, "training", [*QUICK, "configs/multi_gpu_train.yaml"], "--mode", "cyclegan_r",
                      launcher=torchrun)
     assert log.count("Epoch: 2/2, Iter: 4/4") == 1  # handlers on rank 0 only
-    resume = torch.load(root / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    resume = torch.load(root / "models" / "translation" / "resume.pt", map_location="cpu", weights_only=False)
     assert resume["trainer"]["iteration"] == ITERATIONS and "R" in resume
     assert not any(k.startswith("module.") for k in resume["G_AB"])  # bare modules saved, not the DDP wrappers
 

@@ -10,7 +10,7 @@ import torch
 from monai.networks.nets import PatchDiscriminator
 from torch import nn
 
-from common.engines import MI2GANTrainer, method_parts
+from common.engines import MI2GANTrainer
 from common.losses import MutualInformationEstimator, distillation_loss
 from common.networks import (
     ContentDecoder,
@@ -18,6 +18,7 @@ from common.networks import (
     PooledPatchDiscriminator,
     ResnetGenerator,
     TranslateThenSegment,
+    parameters,
     sub_state_dict,
 )
 
@@ -46,21 +47,22 @@ class RecordingCritic(nn.Module):
 
 def make_trainer(method="mi2gan", critic=None, **options):
     torch.manual_seed(0)
-    parts = method_parts(method)
-    g_ab, g_ba = ResnetGenerator(3, 3, ngf=4, n_blocks=1), ResnetGenerator(3, 3, ngf=4, n_blocks=1)
-    d_a, d_b = (PatchDiscriminator(2, 4, 3, num_layers_d=2, norm="INSTANCE") for _ in range(2))
-    autoencoders = [None] * 4
-    if parts["distill"]:
-        autoencoders = [ContentEncoder(3, 2), ContentDecoder(3, 2), ContentEncoder(3, 2), ContentDecoder(3, 2)]
-    d_mi = None
-    if parts["mutual_information"]:
+    uses = MI2GANTrainer.networks_for(method)
+    networks = {"G_AB": ResnetGenerator(3, 3, ngf=4, n_blocks=1), "G_BA": ResnetGenerator(3, 3, ngf=4, n_blocks=1),
+                "D_A": PatchDiscriminator(2, 4, 3, num_layers_d=2, norm="INSTANCE"),
+                "D_B": PatchDiscriminator(2, 4, 3, num_layers_d=2, norm="INSTANCE")}
+    if "Enc_A" in uses:
+        networks.update(Enc_A=ContentEncoder(3, 2), Dec_A=ContentDecoder(3, 2), Enc_B=ContentEncoder(3, 2),
+                        Dec_B=ContentDecoder(3, 2))
+    if "D_MI" in uses:
         critic = critic or PooledPatchDiscriminator(2, num_layers_d=1, channels=4, in_channels=16, norm="INSTANCE")
-        d_mi = MutualInformationEstimator(critic)
-    content = [p for net in [*autoencoders, d_mi] if net is not None for p in net.parameters()]
-    opt = lambda params: torch.optim.Adam(params, 2e-4, betas=(0.5, 0.999))  # noqa: E731
-    return MI2GANTrainer(
-        "cpu", 1, [], g_ab, g_ba, d_a, d_b, opt([*g_ab.parameters(), *g_ba.parameters()]),
-        opt([*d_a.parameters(), *d_b.parameters()]), *autoencoders, d_mi, opt(content) if content else None, **options)
+        networks["D_MI"] = MutualInformationEstimator(critic)
+    opt = lambda *names: torch.optim.Adam(parameters(*(networks.get(n) for n in names)), 2e-4,  # noqa: E731
+                                          betas=(0.5, 0.999))
+    optimizers = {"generators": opt("G_AB", "G_BA"), "discriminators": opt("D_A", "D_B")}
+    if "Enc_A" in uses:
+        optimizers["content"] = opt("Enc_A", "Dec_A", "Enc_B", "Dec_B", "D_MI")
+    return MI2GANTrainer("cpu", 1, [], networks, optimizers, method=method, **options)
 
 
 def batch():
@@ -118,12 +120,13 @@ def test_translate_then_segment_returns_the_label_map():
         sub_state_dict(pipeline.state_dict(), "generator")
 
 
-def test_method_parts():
-    assert method_parts("direct") == {"translate": False, "distill": False, "mutual_information": False}
-    assert method_parts("mi2gan_no_dmi")["distill"] and not method_parts("mi2gan_no_dmi")["mutual_information"]
-    assert method_parts("mi2gan") == {"translate": True, "distill": True, "mutual_information": True}
-    with pytest.raises(ValueError, match="Unknown MI2GAN method 'mi2'"):
-        method_parts("mi2")
+def test_networks_for_each_method():
+    assert MI2GANTrainer.networks_for("direct") == ()
+    assert set(MI2GANTrainer.networks_for("cyclegan")) == {"G_AB", "G_BA", "D_A", "D_B"}
+    assert "Enc_A" in MI2GANTrainer.networks_for("mi2gan_no_dmi") and "D_MI" not in MI2GANTrainer.networks_for("mi2gan_no_dmi")
+    assert set(MI2GANTrainer.networks_for("mi2gan")) == set(MI2GANTrainer.NETWORKS)
+    with pytest.raises(ValueError, match="Unknown MI2GANTrainer variant 'mi2'; expected one of direct, cyclegan"):
+        MI2GANTrainer.networks_for("mi2")
 
 
 # --- D_MI's pairs and gradients ------------------------------------------------------------------
@@ -243,19 +246,23 @@ def test_ablations(method, networks, optimizers):
     output, _ = run_iteration(trainer)
     assert not any(k.startswith(("MI", "D_MI")) for k in output["loss"])
     assert ("dis_A" in output["loss"]) == (method == "mi2gan_no_dmi")
-    assert set(trainer.checkpoint_objects()) == networks | {f"optimizer_{o}" for o in optimizers} | {"pool_A", "pool_B"}
+    assert set(trainer.checkpoint_objects()) == (networks | {f"optimizer_{o}" for o in optimizers}
+                                                 | {"pool_A", "pool_B", "trainer"})
 
 
 def test_configuration_errors():
-    trainer = make_trainer("cyclegan")
-    g, d = trainer.networks, trainer.optimizers
-    args = ("cpu", 1, [], g["G_AB"], g["G_BA"], g["D_A"], g["D_B"], d["generators"], d["discriminators"])
-    with pytest.raises(ValueError, match="need all of Enc_A, Dec_A, Enc_B, Dec_B; got only Enc_A"):
-        MI2GANTrainer(*args, encoder_a=ContentEncoder(3, 2))
-    with pytest.raises(ValueError, match="D_MI scores content features"):
-        MI2GANTrainer(*args, mi_discriminator=MutualInformationEstimator(RecordingCritic()))
-    with pytest.raises(ValueError, match="optimizer_content"):
-        MI2GANTrainer(*args, ContentEncoder(3, 2), ContentDecoder(3, 2), ContentEncoder(3, 2), ContentDecoder(3, 2))
+    trainer = make_trainer("mi2gan")
+    networks, optimizers = dict(trainer.networks), dict(trainer.optimizers)
+    partial = {**networks, "Dec_A": None, "Enc_B": None, "Dec_B": None, "D_MI": None}
+    with pytest.raises(ValueError, match=r"MI2GANTrainer \(mi2gan_no_dmi\): missing network 'Dec_A' in `networks`; "
+                                         "expected G_AB, G_BA, D_A, D_B, Enc_A, Dec_A, Enc_B, Dec_B"):
+        MI2GANTrainer("cpu", 1, [], partial, optimizers, method="mi2gan_no_dmi")
+    with pytest.raises(ValueError, match=r"\(cyclegan\): unknown or unused network 'Enc_A'"):
+        MI2GANTrainer("cpu", 1, [], networks, optimizers, method="cyclegan")
+    with pytest.raises(ValueError, match=r"\(mi2gan\): missing optimizer 'content' in `optimizers`"):
+        MI2GANTrainer("cpu", 1, [], networks, {**optimizers, "content": None}, method="mi2gan")
+    with pytest.raises(ValueError, match=r"\(direct\) trains no network"):
+        MI2GANTrainer("cpu", 1, [], {}, {}, method="direct")
 
 
 def test_nan_guard_names_the_loss():

@@ -95,8 +95,7 @@ def test_pooled_discriminator_scores_the_mean_of_the_patch_logits():
 def test_parameters_skips_unused_networks():
     a, b = torch.nn.Linear(2, 3), torch.nn.Linear(3, 1)
     assert len(parameters(a, None, b)) == 4
-    with pytest.raises(ValueError, match="at least one network"):
-        parameters(None, None)
+    assert parameters(None, None) == []  # a disabled optimiser's
 
 
 # --- losses -----------------------------------------------------------------------------------
@@ -153,8 +152,9 @@ def make_trainer(mode, batches, max_epochs=1):
     r = RegistrationNetwork(channels=4, levels=2) if register else None
     opt_g = torch.optim.Adam(parameters(g_ab, g_ba, r), 1e-3, betas=(0.5, 0.999), weight_decay=1e-4)
     opt_d = torch.optim.Adam(parameters(d_a, d_b), 1e-3, betas=(0.5, 0.999), weight_decay=1e-4)
-    return RegGANTrainer("cpu", max_epochs, batches, g_ab, d_b, opt_g, opt_d, mode=mode, generator_ba=g_ba,
-                         discriminator_a=d_a, registration=r)
+    networks = {"G_AB": g_ab, "G_BA": g_ba, "D_A": d_a, "D_B": d_b, "R": r}  # None: unused by the mode
+    return RegGANTrainer("cpu", max_epochs, batches, networks, {"generators": opt_g, "discriminators": opt_d},
+                         mode=mode)
 
 
 def snapshot(trainer):
@@ -233,7 +233,7 @@ def test_reggan_discriminator_sees_the_updated_generator_without_a_pool():
     assert torch.allclose(inputs[1], seen["fake_after_step"], atol=1e-6)
     assert not torch.allclose(inputs[0], inputs[1])
     assert torch.equal(inputs[2], trainer.state.batch["target"])
-    assert not trainer.pool_b.images
+    assert trainer.pool_b is None  # no pool in NC+R
 
 
 def test_pix2pix_discriminator_is_conditional_and_l1_is_weighted():
@@ -261,13 +261,17 @@ def test_correction_term_is_weighted_and_the_registered_image_is_shown():
 def test_modes_check_their_networks():
     g = ResnetGenerator(1, 1, ngf=4, n_blocks=1)
     d = PooledPatchDiscriminator(spatial_dims=2, channels=4, in_channels=1, num_layers_d=2)
-    opt = torch.optim.Adam(g.parameters())
-    with pytest.raises(ValueError, match="needs `registration`"):
-        RegGANTrainer("cpu", 1, [], g, d, opt, opt, mode="reggan")
-    with pytest.raises(ValueError, match="does not use `registration`"):
-        RegGANTrainer("cpu", 1, [], g, d, opt, opt, mode="pix2pix", registration=RegistrationNetwork(channels=4))
+    r = RegistrationNetwork(channels=4)
+    optimizers = {"generators": torch.optim.Adam(g.parameters()), "discriminators": torch.optim.Adam(d.parameters())}
+    with pytest.raises(ValueError, match=r"RegGANTrainer \(reggan\): missing network 'R' in `networks`; expected G_AB, R, D_B"):
+        RegGANTrainer("cpu", 1, [], {"G_AB": g, "D_B": d}, optimizers, mode="reggan")
+    with pytest.raises(ValueError, match=r"\(pix2pix\): unknown or unused network 'R' in `networks`; expected G_AB, D_B"):
+        RegGANTrainer("cpu", 1, [], {"G_AB": g, "D_B": d, "R": r}, optimizers, mode="pix2pix")
     with pytest.raises(ValueError, match="Unknown RegGAN mode"):
-        RegGANTrainer("cpu", 1, [], g, d, opt, opt, mode="nc")
+        RegGANTrainer("cpu", 1, [], {"G_AB": g, "D_B": d}, optimizers, mode="nc")
+    # An optimiser must hold exactly the parameters of the networks it is declared to step.
+    with pytest.raises(ValueError, match="optimizer 'generators' must hold exactly the parameters of G_AB, R; it misses"):
+        RegGANTrainer("cpu", 1, [], {"G_AB": g, "D_B": d, "R": r}, optimizers, mode="reggan")
 
 
 def test_cycle_modes_pool_their_fakes_and_checkpoint_the_pools():
@@ -276,7 +280,7 @@ def test_cycle_modes_pool_their_fakes_and_checkpoint_the_pools():
     assert trainer.state.iteration == 6 and len(trainer.pool_a.images) == len(trainer.pool_b.images) == 6
     objects = trainer.checkpoint_objects()
     assert {"G_AB", "G_BA", "R", "D_A", "D_B", "optimizer_generators", "optimizer_discriminators", "pool_A",
-            "pool_B"} == set(objects)
+            "pool_B", "trainer"} == set(objects)
     assert "pool_A" not in make_trainer("reggan", [pair()]).checkpoint_objects()
 
 

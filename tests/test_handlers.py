@@ -1,9 +1,8 @@
-"""Image pool, learning-rate schedule, image grids and checkpoint lookup."""
+"""Image pool, learning-rate schedule and image grids."""
 
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import torch
 from ignite.engine import Engine
 from PIL import Image
 
-from common.handlers import ImageGridHandler, ImagePool, image_grid, latest_checkpoint, linear_decay
+from common.handlers import ImageGridHandler, ImagePool, image_grid, linear_decay
 
 
 def test_image_pool_fills_then_swaps_half_the_time():
@@ -69,12 +68,3 @@ def test_image_grid_handler_writes_png_and_tensorboard(tmp_path):
     png = np.asarray(Image.open(tmp_path / "images_latest.png"))
     assert png.shape == (8, 8, 3) and png.std() > 0
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tb"))
-
-
-def test_latest_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="No checkpoint resume"):
-        latest_checkpoint(tmp_path)
-    (tmp_path / "resume_checkpoint_epoch=1.pt").write_bytes(b"")
-    time.sleep(0.01)
-    (tmp_path / "resume.pt").write_bytes(b"")
-    assert latest_checkpoint(tmp_path).endswith("resume.pt")

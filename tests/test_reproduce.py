@@ -108,7 +108,7 @@ def test_a_misspelt_override_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"reproduce.yaml: variant 'no_identity' sets 'lambda_identty', which neither"):
         load_matrix(tmp_path)
     matrix["variants"]["no_identity"] = {"lambda_identity": 0.0}
-    matrix["settings"] = {"n_blocks": [6, 9], "train#checkpoint_handlers#0#n_saved": [1], "train#nothing": [1]}
+    matrix["settings"] = {"n_blocks": [6, 9], "train#optimizers#generators#lr": [0.001], "train#nothing": [1]}
     path.write_text(yaml.safe_dump(matrix))
     with pytest.raises(ValueError, match=r"settings sets 'train#nothing', which"):  # nested ids are checked too
         load_matrix(tmp_path)

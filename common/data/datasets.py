@@ -8,7 +8,7 @@ and normalised the images once, and add only the sampling; random choices use MO
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -197,7 +197,8 @@ class VolumeAssembler:
         return torch.stack([slices[k] for k in range(len(slices))], dim=-1)
 
 
-def image_dataset(datalist: dict, domain: str, split: str = "training", keys: Sequence[str] = ("image",)) -> Sequence[dict]:
+def image_dataset(datalist: dict, domain: str, split: str = "training", keys: Sequence[str] = ("image",),
+                  transform: Callable | None = None) -> Sequence[dict]:
     """One domain's images of one split, loaded, normalised to [-1, 1] and cached, as 2D samples.
 
     3D volumes are cut into their slices along the last axis (:class:`SliceDataset`); 2D images
@@ -208,6 +209,9 @@ def image_dataset(datalist: dict, domain: str, split: str = "training", keys: Se
         domain: ``"source"`` or ``"target"``.
         split: ``"training"``, ``"validation"`` or ``"test"``.
         keys: the keys to load (``image``, and ``label`` for source images).
+        transform: the preprocessing of each image or volume (a bundle's ``train#preprocessing``,
+            where augmentation can be added; MONAI caches the result up to its first random
+            transform); default :func:`~common.data.io.domain_transform` of ``keys``.
 
     Returns:
         A dataset of dictionaries with ``(C, H, W)`` tensors.
@@ -215,11 +219,13 @@ def image_dataset(datalist: dict, domain: str, split: str = "training", keys: Se
     Raises:
         DatalistError: the split does not exist.
     """
-    volumes = CacheDataset(entries(datalist, domain, split), domain_transform(datalist, domain, keys), progress=False)
+    transform = transform or domain_transform(datalist, domain, keys)
+    volumes = CacheDataset(entries(datalist, domain, split), transform, progress=False)
     return SliceDataset(volumes, keys) if datalist["tensor_dim"] == 3 else volumes
 
 
-def paired_dataset(datalist: dict, split: str = "training", keys: Sequence[str] = ("image", "target")) -> Sequence[dict]:
+def paired_dataset(datalist: dict, split: str = "training", keys: Sequence[str] = ("image", "target"),
+                   transform: Callable | None = None) -> Sequence[dict]:
     """The ``paired`` section's samples of one split, loaded, normalised to [-1, 1] (``image`` as
     the source domain, ``target``/``reference`` as the target domain) and cached, as 2D samples.
 
@@ -229,6 +235,8 @@ def paired_dataset(datalist: dict, split: str = "training", keys: Sequence[str] 
         datalist: a loaded datalist with a ``paired`` section.
         split: ``"training"``, ``"validation"`` or ``"test"``.
         keys: the keys to load (``image`` and ``target``; ``reference`` for evaluation).
+        transform: the preprocessing of each pair (a bundle's ``train#preprocessing``); default
+            :func:`~common.data.io.paired_transform` of ``keys``.
 
     Returns:
         A dataset of dictionaries with ``(C, H, W)`` tensors.
@@ -236,5 +244,6 @@ def paired_dataset(datalist: dict, split: str = "training", keys: Sequence[str] 
     Raises:
         DatalistError: the datalist has no such split.
     """
-    pairs = CacheDataset(entries(datalist, "paired", split), paired_transform(datalist, keys), progress=False)
+    pairs = CacheDataset(entries(datalist, "paired", split), transform or paired_transform(datalist, keys),
+                         progress=False)
     return SliceDataset(pairs, keys) if datalist["tensor_dim"] == 3 else pairs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,10 +28,8 @@ class CycleGANTrainer(MultiNetworkTrainer):
        (fakes judged real), cycle losses ``lambda_cycle * |rec - real|``, identity losses
        ``lambda_cycle * lambda_identity * |G_AB(real_B) - real_B|`` (and for ``G_BA``);
     3. discriminator step: ``D_A = (adv(D_A(real_A), real) + adv(D_A(pool(fake_A)), fake)) / 2``,
-       likewise ``D_B``, with fakes drawn through an image pool.
-
-    Loss names (the stats handlers' keys): ``G_AB, G_BA, cycle_A, cycle_B, idt_A, idt_B, D_A, D_B``.
-    Image names (for grids): ``real_A, fake_B, rec_A, real_B, fake_A, rec_B``.
+       likewise ``D_B``, with fakes drawn through an image pool (``discriminator_reduction``
+       ``"sum"`` drops the halving, as RegGAN's code does).
 
     Args:
         device: where to train.
@@ -39,57 +37,57 @@ class CycleGANTrainer(MultiNetworkTrainer):
         train_data_loader: batches with domain A images under ``image_keys[0]`` and domain B
             images under ``image_keys[1]`` (e.g. an ``UnpairedDataset``'s ``source_image`` and
             ``target_image``).
-        generator_ab: the A-to-B generator.
-        generator_ba: the B-to-A generator.
-        discriminator_a: the discriminator of domain A.
-        discriminator_b: the discriminator of domain B.
-        optimizer_g: optimiser over both generators' parameters.
-        optimizer_d: optimiser over both discriminators' parameters.
+        networks: ``G_AB``, ``G_BA``, ``D_A``, ``D_B``.
+        optimizers: ``generators`` (both generators' parameters), ``discriminators`` (both
+            discriminators').
         lambda_cycle: cycle-consistency weight (10 in the paper).
         lambda_identity: identity weight relative to ``lambda_cycle`` (0.5 in the CycleGAN code).
+        lambda_adv: weight of every adversarial term (1).
+        discriminator_reduction: ``"mean"`` halves a discriminator's real + fake loss (the
+            CycleGAN code), ``"sum"`` adds them (RegGAN's code).
         pool_size: image pool size (50).
         adversarial_criterion: ``lsgan`` (the paper), ``vanilla`` or ``hinge``.
         image_keys: the batch keys of the A and B images.
-        kwargs: :class:`MultiNetworkTrainer`'s options (``epoch_length``, ``amp``,
-            ``channels_last``, ``train_handlers``, ``non_blocking``).
+        kwargs: :class:`MultiNetworkTrainer`'s options (``variant``, ``lr_schedule``,
+            ``epoch_length``, ``amp``, ``channels_last``, ``train_handlers``, ``non_blocking``).
+
+    Raises:
+        ValueError: an unknown ``discriminator_reduction``, or networks/optimisers that do not
+            match the declaration.
     """
+
+    NETWORKS = ("G_AB", "G_BA", "D_A", "D_B")
+    OPTIMIZERS = {"generators": ("G_AB", "G_BA"), "discriminators": ("D_A", "D_B")}
+    LOSS_NAMES = ("G_AB", "G_BA", "cycle_A", "cycle_B", "idt_A", "idt_B", "D_A", "D_B")
+    VISUAL_NAMES = (("real_A", "fake_B", "rec_A"), ("real_B", "fake_A", "rec_B"))
+    STATE = {"pool_A": "pool_a", "pool_B": "pool_b"}
+    REDUCTIONS = {"mean": 0.5, "sum": 1.0}
 
     def __init__(
         self,
         device: torch.device | str,
         max_epochs: int,
         train_data_loader: Iterable,
-        generator_ab: nn.Module,
-        generator_ba: nn.Module,
-        discriminator_a: nn.Module,
-        discriminator_b: nn.Module,
-        optimizer_g: torch.optim.Optimizer,
-        optimizer_d: torch.optim.Optimizer,
+        networks: Mapping[str, nn.Module | None],
+        optimizers: Mapping[str, torch.optim.Optimizer | None],
         lambda_cycle: float = 10.0,
         lambda_identity: float = 0.5,
+        lambda_adv: float = 1.0,
+        discriminator_reduction: str = "mean",
         pool_size: int = 50,
         adversarial_criterion: str = "lsgan",
         image_keys: Sequence[str] = ("source_image", "target_image"),
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            device, max_epochs, train_data_loader,
-            networks={"G_AB": generator_ab, "G_BA": generator_ba, "D_A": discriminator_a, "D_B": discriminator_b},
-            optimizers={"generators": optimizer_g, "discriminators": optimizer_d},
-            **kwargs,
-        )
-        self.lambda_cycle, self.lambda_identity = lambda_cycle, lambda_identity
+        if discriminator_reduction not in self.REDUCTIONS:
+            raise ValueError(f"Unknown discriminator_reduction {discriminator_reduction!r}; expected one of "
+                             f"{', '.join(self.REDUCTIONS)}.")
+        super().__init__(device, max_epochs, train_data_loader, networks, optimizers, **kwargs)
+        self.lambda_cycle, self.lambda_identity, self.lambda_adv = lambda_cycle, lambda_identity, lambda_adv
+        self.discriminator_weight = self.REDUCTIONS[discriminator_reduction]
         self.adversarial = AdversarialLoss(adversarial_criterion)
         self.pool_a, self.pool_b = ImagePool(pool_size), ImagePool(pool_size)
         self.key_a, self.key_b = image_keys
-
-    def checkpoint_objects(self) -> dict:
-        """Networks, optimisers and the two image pools, for a resume checkpoint.
-
-        Returns:
-            ``{name: object with state_dict()}``.
-        """
-        return {**super().checkpoint_objects(), "pool_A": self.pool_a, "pool_B": self.pool_b}
 
     def translate(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """The forward pass: both translations and both cycle reconstructions.
@@ -122,8 +120,8 @@ class CycleGANTrainer(MultiNetworkTrainer):
         real_a, real_b = images["real_A"], images["real_B"]
         with self.autocast():
             losses = {
-                "G_AB": adv(self.networks["D_B"](images["fake_B"]), True, for_discriminator=False),
-                "G_BA": adv(self.networks["D_A"](images["fake_A"]), True, for_discriminator=False),
+                "G_AB": self.lambda_adv * adv(self.networks["D_B"](images["fake_B"]), True, for_discriminator=False),
+                "G_BA": self.lambda_adv * adv(self.networks["D_A"](images["fake_A"]), True, for_discriminator=False),
                 "cycle_A": self.lambda_cycle * cycle_loss(images["rec_A"], real_a),
                 "cycle_B": self.lambda_cycle * cycle_loss(images["rec_B"], real_b),
             }
@@ -143,11 +141,12 @@ class CycleGANTrainer(MultiNetworkTrainer):
             ``D_A`` and ``D_B`` as floats.
         """
         adv, d_a, d_b = self.adversarial, self.networks["D_A"], self.networks["D_B"]
+        weight = self.discriminator_weight * self.lambda_adv
         self.set_requires_grad(("D_A", "D_B"), True)
         with self.autocast():
             losses = {
-                "D_A": 0.5 * (adv(d_a(images["real_A"]), True) + adv(d_a(self.pool_a.query(images["fake_A"].detach())), False)),
-                "D_B": 0.5 * (adv(d_b(images["real_B"]), True) + adv(d_b(self.pool_b.query(images["fake_B"].detach())), False)),
+                "D_A": weight * (adv(d_a(images["real_A"]), True) + adv(d_a(self.pool_a.query(images["fake_A"])), False)),
+                "D_B": weight * (adv(d_b(images["real_B"]), True) + adv(d_b(self.pool_b.query(images["fake_B"])), False)),
             }
         return self.step("discriminators", losses["D_A"] + losses["D_B"], losses)
 

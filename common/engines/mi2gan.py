@@ -3,7 +3,7 @@ mutual-information discriminator that keep the content of a translated image."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -11,36 +11,12 @@ from torch import nn
 
 from common.engines.base import MultiNetworkTrainer
 from common.engines.cyclegan import CycleGANTrainer
-from common.losses import MutualInformationEstimator, distillation_loss
+from common.losses import distillation_loss
 
-__all__ = ["MI2GANTrainer", "METHODS", "method_parts"]
+__all__ = ["MI2GANTrainer"]
 
 AUTOENCODERS = ("Enc_A", "Dec_A", "Enc_B", "Dec_B")
-# The rows of the paper's Table 1 that the bundle trains: which parts each one uses.
-METHODS = {
-    "direct": {"translate": False, "distill": False, "mutual_information": False},
-    "cyclegan": {"translate": True, "distill": False, "mutual_information": False},
-    "mi2gan_no_dmi": {"translate": True, "distill": True, "mutual_information": False},
-    "mi2gan": {"translate": True, "distill": True, "mutual_information": True},
-}
-
-
-def method_parts(method: str) -> dict[str, bool]:
-    """Which parts a method uses: a translator (``translate``), the X-shape auto-encoders
-    (``distill``) and ``D_MI`` (``mutual_information``).
-
-    Args:
-        method: ``direct`` (no translation), ``cyclegan``, ``mi2gan_no_dmi`` or ``mi2gan``.
-
-    Returns:
-        The three flags.
-
-    Raises:
-        ValueError: an unknown method.
-    """
-    if method not in METHODS:
-        raise ValueError(f"Unknown MI2GAN method {method!r}; expected one of {', '.join(METHODS)}.")
-    return dict(METHODS[method])
+TRANSLATION = ("G_AB", "G_BA", "D_A", "D_B")
 
 
 class MI2GANTrainer(CycleGANTrainer):
@@ -68,15 +44,14 @@ class MI2GANTrainer(CycleGANTrainer):
        and pooled fakes (CycleGAN's halved LSGAN loss), then the auto-encoders and ``D_MI`` on
        ``beta L_dis - lambda_mi I_DV`` in both directions.
 
-    Without auto-encoders the trainer is CycleGAN with eq. 7's losses (no identity loss unless
-    ``lambda_identity`` is set); with auto-encoders but no ``D_MI`` it is "MI2GAN w/o D_MI", the
-    paper's ablation.
+    The variants (``method``) are the rows of the paper's Table 1 that train a translation:
+    ``cyclegan`` (eq. 7 without ``L_dis`` and ``D_MI``), ``mi2gan_no_dmi`` (the ablation "MI2GAN
+    w/o D_MI": the auto-encoders but no ``D_MI``) and ``mi2gan``; ``direct`` (no adaptation)
+    trains nothing, so it has no trainer and :meth:`networks_for` returns no network for it.
 
-    Loss names: ``G_AB, G_BA, cycle_A, cycle_B`` (+ ``idt_A, idt_B``), ``dis_A, dis_B`` (the
-    generator step's ``beta L_dis``), ``MI_A, MI_B`` (the DV bound in nats, higher is more
-    content kept), ``D_A, D_B``, ``AE_dis_A, AE_dis_B``, ``D_MI_A, D_MI_B`` (the bound again after
-    the generator step). Image names: ``real_A, fake_B, rec_A, real_B, fake_A, rec_B`` and, with
-    auto-encoders, ``ae_rec_A, ae_cross_B`` (``Dec_A(z_a)``, ``Dec_B(z_a)``), ``ae_rec_B, ae_cross_A``.
+    Losses (``LOSS_NAMES``) besides CycleGAN's: ``dis_A, dis_B`` (the generator step's
+    ``beta L_dis``), ``MI_A, MI_B`` (the DV bound in nats, higher is more content kept),
+    ``AE_dis_A, AE_dis_B`` and ``D_MI_A, D_MI_B`` (the same terms in the content step).
 
     Args:
         device: where to train.
@@ -86,18 +61,12 @@ class MI2GANTrainer(CycleGANTrainer):
             centre and B its source centre (an ``UnpairedDataset``'s ``target_image`` and
             ``source_image``): ``G_AB`` translates target images into the source domain, where
             the segmenter was trained, as the paper translates its test centre into its training centre.
-        generator_ab: ``G_AB``.
-        generator_ba: ``G_BA``.
-        discriminator_a: ``D_A``.
-        discriminator_b: ``D_B``.
-        optimizer_g: optimiser over both generators.
-        optimizer_d: optimiser over both discriminators.
-        encoder_a: ``Enc_A`` (``None`` for CycleGAN).
-        decoder_a: ``Dec_A``.
-        encoder_b: ``Enc_B``.
-        decoder_b: ``Dec_B``.
-        mi_discriminator: ``D_MI`` as an estimator owning its critic (``None``: no MI term).
-        optimizer_content: optimiser over the auto-encoders and ``D_MI`` (required with them).
+        networks: ``G_AB``, ``G_BA``, ``D_A``, ``D_B``, and by method the auto-encoders
+            ``Enc_A``, ``Dec_A``, ``Enc_B``, ``Dec_B`` and ``D_MI`` (an estimator owning its
+            critic): :meth:`networks_for` ``(method)``.
+        optimizers: ``generators``, ``discriminators`` and, with the auto-encoders, ``content``
+            (the auto-encoders and ``D_MI``).
+        method: ``cyclegan``, ``mi2gan_no_dmi`` or ``mi2gan``.
         lambda_cycle: ``alpha`` (10).
         lambda_distillation: ``beta`` (10).
         lambda_mi: weight of the DV terms (1 in eq. 7).
@@ -108,27 +77,30 @@ class MI2GANTrainer(CycleGANTrainer):
         kwargs: :class:`~common.engines.MultiNetworkTrainer`'s options.
 
     Raises:
-        ValueError: some but not all auto-encoder networks, ``D_MI`` without auto-encoders, or
-            auto-encoders without ``optimizer_content``.
+        ValueError: an unknown method, or networks/optimisers that do not match it.
     """
+
+    NETWORKS = (*TRANSLATION, *AUTOENCODERS, "D_MI")
+    VARIANTS = {
+        "direct": (),
+        "cyclegan": TRANSLATION,
+        "mi2gan_no_dmi": (*TRANSLATION, *AUTOENCODERS),
+        "mi2gan": (*TRANSLATION, *AUTOENCODERS, "D_MI"),
+    }
+    OPTIMIZERS = {**CycleGANTrainer.OPTIMIZERS, "content": (*AUTOENCODERS, "D_MI")}
+    LOSS_NAMES = (*CycleGANTrainer.LOSS_NAMES, "dis_A", "dis_B", "MI_A", "MI_B", "AE_dis_A", "AE_dis_B", "D_MI_A",
+                  "D_MI_B")
+    VISUAL_NAMES = (("real_A", "fake_B", "rec_A", "ae_rec_A", "ae_cross_B"),
+                    ("real_B", "fake_A", "rec_B", "ae_rec_B", "ae_cross_A"))
 
     def __init__(
         self,
         device: torch.device | str,
         max_epochs: int,
         train_data_loader: Iterable,
-        generator_ab: nn.Module,
-        generator_ba: nn.Module,
-        discriminator_a: nn.Module,
-        discriminator_b: nn.Module,
-        optimizer_g: torch.optim.Optimizer,
-        optimizer_d: torch.optim.Optimizer,
-        encoder_a: nn.Module | None = None,
-        decoder_a: nn.Module | None = None,
-        encoder_b: nn.Module | None = None,
-        decoder_b: nn.Module | None = None,
-        mi_discriminator: MutualInformationEstimator | nn.Module | None = None,
-        optimizer_content: torch.optim.Optimizer | None = None,
+        networks: Mapping[str, nn.Module | None],
+        optimizers: Mapping[str, torch.optim.Optimizer | None],
+        method: str = "mi2gan",
         lambda_cycle: float = 10.0,
         lambda_distillation: float = 10.0,
         lambda_mi: float = 1.0,
@@ -138,44 +110,23 @@ class MI2GANTrainer(CycleGANTrainer):
         image_keys: Sequence[str] = ("target_image", "source_image"),
         **kwargs: Any,
     ) -> None:
-        autoencoders = dict(zip(AUTOENCODERS, (encoder_a, decoder_a, encoder_b, decoder_b)))
-        given = [name for name, net in autoencoders.items() if net is not None]
-        if given and len(given) != 4:
-            raise ValueError(f"MI2GAN's X-shape auto-encoders need all of {', '.join(AUTOENCODERS)}; got only "
-                             f"{', '.join(given)}.")
-        if mi_discriminator is not None and not given:
-            raise ValueError("D_MI scores content features: it needs the auto-encoders (encoder_a/b, decoder_a/b).")
-        if given and optimizer_content is None:
-            raise ValueError("The auto-encoders and D_MI need `optimizer_content`.")
         super().__init__(
-            device, max_epochs, train_data_loader, generator_ab, generator_ba, discriminator_a, discriminator_b,
-            optimizer_g, optimizer_d, lambda_cycle=lambda_cycle, lambda_identity=lambda_identity,
-            pool_size=pool_size, adversarial_criterion=adversarial_criterion, image_keys=image_keys, **kwargs,
+            device, max_epochs, train_data_loader, networks, optimizers, variant=method, lambda_cycle=lambda_cycle,
+            lambda_identity=lambda_identity, pool_size=pool_size, adversarial_criterion=adversarial_criterion,
+            image_keys=image_keys, **kwargs,
         )
-        if given:
-            self.add_networks(autoencoders, {"content": optimizer_content})
-        if mi_discriminator is not None:
-            self.add_networks({"D_MI": mi_discriminator})
-        self.distill, self.mutual_information = bool(given), mi_discriminator is not None
+        self.distill, self.mutual_information = "Enc_A" in self.networks, "D_MI" in self.networks
         self.lambda_distillation, self.lambda_mi = lambda_distillation, lambda_mi
         self.content_networks = [name for name in (*AUTOENCODERS, "D_MI") if name in self.networks]
 
-    @staticmethod
-    def grid_rows(distill: bool) -> list[list[str]]:
-        """The image-grid rows (for ``ImageGridHandler``).
-
-        Args:
-            distill: with the auto-encoders.
+    def grid_rows(self) -> list[list[str]]:
+        """The image-grid rows: per direction, real, translation, cycle reconstruction and, with
+        the auto-encoders, their own and cross reconstructions.
 
         Returns:
-            One row per direction: real, translation, cycle reconstruction (and the
-            auto-encoders' own and cross reconstructions).
+            One list of image names per row.
         """
-        rows = [["real_A", "fake_B", "rec_A"], ["real_B", "fake_A", "rec_B"]]
-        if distill:
-            rows[0] += ["ae_rec_A", "ae_cross_B"]
-            rows[1] += ["ae_rec_B", "ae_cross_A"]
-        return rows
+        return [[n for n in row if self.distill or not n.startswith("ae_")] for row in self.VISUAL_NAMES]
 
     def content_terms(self, real_x: torch.Tensor, fake_y: torch.Tensor, real_y: torch.Tensor,
                       x: str, y: str) -> tuple[torch.Tensor, torch.Tensor | None, dict]:

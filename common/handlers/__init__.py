@@ -1,8 +1,8 @@
-"""Training helpers: image pool, learning-rate schedule, image grids, checkpoints."""
+"""Training helpers: image pool, learning-rate schedule, image grids, the standard logging handlers."""
 
-from common.handlers.checkpoint import latest_checkpoint
 from common.handlers.image_grid import ImageGridHandler, image_grid
 from common.handlers.image_pool import ImagePool
 from common.handlers.schedule import linear_decay
+from common.handlers.standard import training_handlers
 
-__all__ = ["ImagePool", "ImageGridHandler", "image_grid", "latest_checkpoint", "linear_decay"]
+__all__ = ["ImagePool", "ImageGridHandler", "image_grid", "linear_decay", "training_handlers"]

@@ -44,14 +44,15 @@ class ImageGridHandler:
     """Every ``interval`` iterations, writes a grid of ``engine.state.output["images"]``.
 
     Args:
-        rows: the image names per row, e.g. ``[["real_A", "fake_B", "rec_A"], ["real_B", "fake_A", "rec_B"]]``.
+        rows: the image names per row, e.g. ``[["real_A", "fake_B", "rec_A"], ["real_B", "fake_A", "rec_B"]]``
+            (``None``: the trainer's declared rows, its ``grid_rows()``).
         log_dir: TensorBoard folder (``None``: no TensorBoard).
         output_dir: folder for ``images_latest.png`` (``None``: no PNG).
         interval: iterations between grids.
         tag: the TensorBoard tag.
     """
 
-    def __init__(self, rows: Sequence[Sequence[str]], log_dir: str | None = None, output_dir: str | None = None,
+    def __init__(self, rows: Sequence[Sequence[str]] | None = None, log_dir: str | None = None, output_dir: str | None = None,
                  interval: int = 100, tag: str = "images") -> None:
         self.rows, self.interval, self.tag = rows, interval, tag
         self.writer = SummaryWriter(log_dir) if log_dir else None
@@ -61,7 +62,7 @@ class ImageGridHandler:
         """Registers the handler on ``engine``.
 
         Args:
-            engine: a trainer whose output has ``"images"``.
+            engine: a trainer whose output has ``"images"`` (and, without ``rows``, ``grid_rows()``).
         """
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
 
@@ -71,7 +72,7 @@ class ImageGridHandler:
         Args:
             engine: the trainer.
         """
-        grid = image_grid(engine.state.output["images"], self.rows)
+        grid = image_grid(engine.state.output["images"], self.rows or engine.grid_rows())
         if self.writer is not None:
             self.writer.add_image(self.tag, grid, engine.state.iteration, dataformats="CHW")
             self.writer.flush()

@@ -14,12 +14,8 @@ def parameters(*networks: nn.Module | None) -> list[nn.Parameter]:
         networks: the networks of one optimiser.
 
     Returns:
-        Their parameters, in order.
-
-    Raises:
-        ValueError: every network is ``None``.
+        Their parameters, in order (empty when every network is ``None``: the optimiser of a
+        variant that does not use them, disabled in the config; the trainer checks that every
+        optimiser it is given holds exactly its networks' parameters).
     """
-    present = [n for n in networks if n is not None]
-    if not present:
-        raise ValueError("An optimiser needs at least one network; every network given is None.")
-    return [p for network in present for p in network.parameters()]
+    return [p for network in networks if network is not None for p in network.parameters()]

@@ -1,0 +1,159 @@
+"""Staged training: a bundle trains as an ordered list of stages (e.g. a source segmenter, then
+a translation; or a disentanglement, then a segmenter on its outputs), each with its own
+trainer, checkpoint and resume; a finished stage is reused, never retrained.
+
+Each stage keeps its resume checkpoint in ``ckpt_dir/<stage>/resume.pt``, written atomically
+after every epoch and at the end. With ``resume``, a stage whose checkpoint reached the
+requested iteration count is loaded and skipped, a stage whose checkpoint did not continues
+from it (MONAI ``CheckpointLoader``), and the later stages start when it ends. The release
+network (``models/model.pt``, a bare ``state_dict``) is written once, after the last stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
+from monai.handlers import CheckpointLoader
+from monai.utils import set_determinism
+from torch import nn
+
+from common.engines.base import unwrap
+
+__all__ = ["Stage", "run_stages", "atomic_save", "RELEASE_FILENAME"]
+
+logger = logging.getLogger(__name__)
+RELEASE_FILENAME = "model.pt"
+CHECKPOINT_FILENAME = "resume.pt"
+
+
+@dataclass
+class Stage:
+    """One stage of a bundle's training.
+
+    Args:
+        name: the stage's name (its checkpoint folder under ``ckpt_dir``).
+        trainer: its MONAI trainer; ``None`` skips the stage (a variant that does not train it).
+        checkpoint: the objects its resume checkpoint holds; default: the trainer's
+            ``checkpoint_objects()`` (every :class:`~common.engines.MultiNetworkTrainer`), and
+            a trainer without it (MONAI's ``SupervisedTrainer``) needs them listed.
+        outputs: networks written as bare ``state_dict`` files under ``ckpt_dir`` when the stage
+            ends (e.g. ``{"segmenter.pt": segmenter}``), for users and later tools.
+    """
+
+    name: str
+    trainer: Engine | None
+    checkpoint: Mapping[str, Any] | None = None
+    outputs: Mapping[str, nn.Module] = field(default_factory=dict)
+
+    def objects(self) -> dict:
+        """The resume checkpoint's objects, always with the trainer under ``trainer``.
+
+        Returns:
+            ``{name: object with state_dict()}``.
+
+        Raises:
+            ValueError: no ``checkpoint`` given for a trainer that does not declare its objects.
+        """
+        if self.checkpoint is not None:
+            return {**self.checkpoint, "trainer": self.trainer}
+        if not hasattr(self.trainer, "checkpoint_objects"):
+            raise ValueError(f"Stage {self.name!r}: list its `checkpoint` objects (network, optimizer); "
+                             f"{type(self.trainer).__name__} does not declare them.")
+        return self.trainer.checkpoint_objects()
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then a rename: a crash leaves either
+    the old file or the new one, never half of one.
+
+    Args:
+        obj: what to save.
+        path: the destination.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
+def _state(objects: Mapping[str, Any]) -> dict:
+    return {name: unwrap(obj).state_dict() if isinstance(obj, nn.Module) else obj.state_dict()
+            for name, obj in objects.items()}
+
+
+def _finished(trainer: Engine, saved: Mapping) -> bool:
+    """Whether a saved engine state reached the iterations the trainer is asked to run."""
+    total = trainer.state.max_epochs * (trainer.state.epoch_length or saved.get("epoch_length") or 0)
+    return saved["iteration"] >= total > 0
+
+
+def _is_main_process() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def run_stages(stages: Sequence[Stage], ckpt_dir: str | Path, resume: bool = False, release: nn.Module | None = None,
+               seed: int | None = None, device: torch.device | str = "cpu") -> None:
+    """Runs the stages in order, with per-stage checkpoints and resume, then writes the release weights.
+
+    Args:
+        stages: the stages, in order.
+        ckpt_dir: the bundle's ``models`` folder.
+        resume: reuse finished stages and continue an unfinished one from its checkpoint
+            (without: every stage trains from the start and overwrites its checkpoint).
+        release: the inference network, saved as ``ckpt_dir/model.pt`` after the last stage.
+        seed: ``set_determinism`` seed before each stage (plus the rank under torch.distributed).
+        device: where checkpoints are loaded to.
+
+    Raises:
+        ValueError: two stages with one name.
+    """
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Stage names must be unique; got {', '.join(names)}.")
+    ckpt_dir, main = Path(ckpt_dir), _is_main_process()
+    for stage in stages:
+        if stage.trainer is None:
+            logger.info("Stage %r: not used by this configuration, skipped", stage.name)
+            continue
+        if seed is not None:
+            set_determinism(seed=seed + (dist.get_rank() if dist.is_available() and dist.is_initialized() else 0))
+        objects, path = stage.objects(), ckpt_dir / stage.name / CHECKPOINT_FILENAME
+        if resume and path.is_file():
+            saved = torch.load(path, map_location=device, weights_only=True)
+            if _finished(stage.trainer, saved["trainer"]):
+                Checkpoint.load_objects(to_load={k: v for k, v in objects.items() if k != "trainer"}, checkpoint=saved)
+                logger.info("Stage %r: finished earlier (iteration %d), reused from %s", stage.name,
+                            saved["trainer"]["iteration"], path)
+                _write_outputs(stage, ckpt_dir, main)
+                continue
+            CheckpointLoader(load_path=str(path), load_dict=objects, map_location=device).attach(stage.trainer)
+            logger.info("Stage %r: resuming from %s (iteration %d)", stage.name, path, saved["trainer"]["iteration"])
+        elif resume:
+            logger.info("Stage %r: no checkpoint at %s, training from the start", stage.name, path)
+        if main:
+            save = lambda engine, objects=objects, path=path: atomic_save(_state(objects), path)  # noqa: E731
+            stage.trainer.add_event_handler(Events.EPOCH_COMPLETED, save)
+            stage.trainer.add_event_handler(Events.COMPLETED, save)
+        logger.info("Stage %r: training", stage.name)
+        stage.trainer.run()
+        logger.info("Stage %r: done after %d iterations", stage.name, stage.trainer.state.iteration)
+        _write_outputs(stage, ckpt_dir, main)
+    if release is not None and main:
+        atomic_save(unwrap(release).state_dict(), ckpt_dir / RELEASE_FILENAME)
+        logger.info("Saved the release weights %s", ckpt_dir / RELEASE_FILENAME)
+
+
+def _write_outputs(stage: Stage, ckpt_dir: Path, main: bool) -> None:
+    if main:
+        for filename, network in stage.outputs.items():
+            atomic_save(unwrap(network).state_dict(), ckpt_dir / filename)
