@@ -4,7 +4,7 @@ slice along the last axis (MONAI ``SliceInferer``), outputs with the input's geo
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +61,7 @@ def input_files(source: str | Path, split: str = "test", domain: str = "source")
     return files
 
 
-def translate(network: nn.Module, image: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+def translate(network: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
     """Translates one channel-first image ``(C, H, W)`` or volume ``(C, H, W, D)`` slice by slice.
 
     Args:

@@ -4,7 +4,10 @@
 
 The matrix is the bundle's ``configs/reproduce.yaml``: named ``variants`` (config overrides),
 ``settings`` crossed with them (config id: values), ``presets`` (overlays on ``train.yaml``),
-the ``evaluate`` overlay and the ``metrics`` to report. Each run trains with
+the ``evaluate`` overlay, the ``metrics`` to report (keys of the evaluation's ``metrics.json``
+``mean``, or of a sub-evaluation's ``*/metrics.json``) and the ``baseline`` whose
+``<baseline>_<metric>`` values are shown as a reference row (default ``identity``, the
+untranslated input; ``no_adaptation`` for segmentation). Each run trains with
 ``train.yaml`` + the preset's overlays + its overrides (its own ``models`` and ``eval``
 folders under ``--out/runs``), then runs ``evaluating`` with the evaluation overlay. A run
 whose ``metrics.json`` exists is not run again, so an interrupted matrix continues where it
@@ -65,6 +68,7 @@ def load_matrix(bundle: Path) -> dict:
         raise ValueError(f"{path}: missing key(s) {', '.join(missing)}; expected {', '.join(REQUIRED)}.")
     matrix.setdefault("settings", {})
     matrix.setdefault("lower_is_better", [])
+    matrix.setdefault("baseline", "identity")
     configs = ConfigParser()  # every id a run overrides must exist in train.yaml or a preset's overlay
     overlays = dict.fromkeys(["configs/train.yaml", *(o for p in matrix["presets"].values() for o in p)])
     configs.read_config([str(bundle / f) for f in overlays])
@@ -174,17 +178,31 @@ def run_matrix(bundle: str | Path, preset: str, out: str | Path, force: bool = F
             for index, future in enumerate(as_completed(futures), 1):
                 future.result()
                 logger.info("Done %d/%d after %.0f s", index, len(todo), time.perf_counter() - started)
-    rows = []
+    rows, baseline = [], matrix["baseline"]
     for variant, settings in runs:
         folder = out / "runs" / _run_name(variant, settings)
-        mean = json.loads((folder / "eval" / "metrics.json").read_text())["mean"]
+        mean = _means(folder / "eval")
         timing = folder / "seconds.json"
         rows.append({"variant": variant, **settings, **{m: mean[m] for m in matrix["metrics"]},
-                     **{f"identity_{m}": mean[f"identity_{m}"] for m in matrix["metrics"] if f"identity_{m}" in mean},
+                     **{f"{baseline}_{m}": mean[f"{baseline}_{m}"] for m in matrix["metrics"] if f"{baseline}_{m}" in mean},
                      "training_seconds": json.loads(timing.read_text())["training_seconds"] if timing.is_file() else None})
     write_results(rows, matrix, out, {"bundle": bundle.name, "preset": preset, "overlays": overlays, "jobs": jobs,
                                       "seconds": time.perf_counter() - started})
     return rows
+
+
+def _means(folder: Path) -> dict:
+    """The ``mean`` metrics of an evaluation folder's ``metrics.json`` and of its sub-evaluations
+    (``*/metrics.json``, e.g. MI2GAN's ``content/``); the top level wins on a shared key."""
+    means: dict = {}
+    for path in [*sorted(folder.glob("*/metrics.json"), reverse=True), folder / "metrics.json"]:
+        if path.is_file():
+            means.update(json.loads(path.read_text())["mean"])
+    return means
+
+
+def _baseline_label(matrix: dict) -> str:
+    return "identity (untranslated input)" if matrix["baseline"] == "identity" else matrix["baseline"].replace("_", " ")
 
 
 def write_results(rows: list[dict], matrix: dict, out: str | Path, info: dict) -> None:
@@ -225,12 +243,13 @@ def _markdown(rows: list[dict], matrix: dict, info: dict) -> str:
     for metric in matrix["metrics"]:
         better = "lower is better" if metric in matrix["lower_is_better"] else "higher is better"
         lines += [f"**{metric.upper()}** ({better})", ""]
-        identity = [r.get(f"identity_{metric}") for r in rows if r.get(f"identity_{metric}") is not None]
+        key = f"{matrix['baseline']}_{metric}"
+        identity = [r[key] for r in rows if r.get(key) is not None]
         if setting is None:
             lines += ["| variant | value |", "| --- | --- |"]
             lines += [f"| {r['variant']} | {r[metric]:.4f} |" for r in rows]
             if identity:
-                lines.append(f"| identity (untranslated input) | {np.mean(identity):.4f} |")
+                lines.append(f"| {_baseline_label(matrix)} | {np.mean(identity):.4f} |")
         else:
             columns = sorted({r[setting] for r in rows})
             lines += [f"| variant \\ {setting} | " + " | ".join(str(c) for c in columns) + " |",
@@ -240,7 +259,7 @@ def _markdown(rows: list[dict], matrix: dict, info: dict) -> str:
                 lines.append(f"| {variant} | " + " | ".join(
                     f"{cells[c]:.4f}" if c in cells else "" for c in columns) + " |")
             if identity:
-                lines.append(f"| identity (untranslated input) | {np.mean(identity):.4f} (every {setting}) |"
+                lines.append(f"| {_baseline_label(matrix)} | {np.mean(identity):.4f} (every {setting}) |"
                              + " |" * (len(columns) - 1))
         lines.append("")
     return "\n".join(lines)
@@ -259,9 +278,10 @@ def _figure(rows: list[dict], matrix: dict, path: Path, info: dict) -> None:
             else:
                 mine.sort(key=lambda r: r[setting])
                 ax.plot([r[setting] for r in mine], [r[metric] for r in mine], marker="o", label=variant)
-        identity = [r.get(f"identity_{metric}") for r in rows if r.get(f"identity_{metric}") is not None]
+        key = f"{matrix['baseline']}_{metric}"
+        identity = [r[key] for r in rows if r.get(key) is not None]
         if identity:
-            ax.axhline(float(np.mean(identity)), color="grey", linestyle=":", label="identity")
+            ax.axhline(float(np.mean(identity)), color="grey", linestyle=":", label=matrix["baseline"])
         ax.set_title(f"{metric.upper()} ({'lower' if metric in matrix['lower_is_better'] else 'higher'} is better)")
         if setting is not None:
             ax.set_xlabel(setting)
@@ -276,8 +296,9 @@ def _examples(rows: list[dict], matrix: dict, out: Path, path: Path) -> bool:
     arrays = {}
     for row in rows:
         settings = {k: row[k] for k in matrix["settings"]}
-        file = out / "runs" / _run_name(row["variant"], settings) / "eval" / "examples.npz"
-        if not file.is_file():
+        folder = out / "runs" / _run_name(row["variant"], settings) / "eval"
+        file = next((f for f in [folder / "examples.npz", *sorted(folder.glob("*/examples.npz"))] if f.is_file()), None)
+        if file is None:
             return False
         with np.load(file) as data:
             arrays[(row["variant"], tuple(settings.values()))] = {k: data[k] for k in data.files}

@@ -19,10 +19,11 @@ import torch
 from bundle_helpers import ENV, assert_check_and_export, bundle_command, bundle_run, copy_bundle
 from monai.networks.nets import BasicUNet
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from common.data.datalist import load_datalist
 from common.data.io import domain_transform
-from common.metrics import dice_score
+from common.metrics import dice_score, evaluate_segmentation
 from common.networks import ResnetGenerator, TranslateThenSegment, sub_state_dict
 from common.reproduce import run_matrix
 
@@ -65,6 +66,13 @@ def test_training_writes_the_pipeline_and_a_resume_checkpoint(trained):
     assert log.index("Stage 'segmenter': done") < log.index("Stage 'translation': training")
     assert "MI_A:" in log and "AE_dis_B:" in log
     assert (root / "eval" / "images_latest.png").is_file()
+    # Validation of the segmenter on the labelled source validation images after each of its 2
+    # epochs, in the log and TensorBoard; the polyp target has no validation references, so the
+    # translation stage is not validated (said in the log); best-model files only with save_best.
+    assert log.count("Metrics -- val_mean_dice: ") == 2 and "target.validation has no references" in log
+    events = EventAccumulator(str(root / "eval" / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("val_mean_dice")] == [1, 2]
+    assert not (root / "models" / "segmenter_best.pt").exists()
 
 
 @pytest.mark.parametrize("method, networks", [
@@ -101,8 +109,9 @@ def test_a_run_killed_in_stage_2_resumes_stage_2(trained, tmp_path):
     root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
     longer = ("--epoch_length", "60")  # 2 epochs of 60 iterations: time to kill it in between
     checkpoint = root / "models" / "translation" / "resume.pt"
-    process = subprocess.Popen(bundle_command("training", QUICK, *longer), cwd=root, env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    output = open(tmp_path / "killed.log", "w")
+    process = subprocess.Popen(bundle_command("training", QUICK, *longer), cwd=root, env=ENV, stdout=output,
+                               stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 300
         while not checkpoint.is_file() and process.poll() is None and time.monotonic() < deadline:
@@ -110,7 +119,9 @@ def test_a_run_killed_in_stage_2_resumes_stage_2(trained, tmp_path):
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+        output.close()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it was killed:\n" + (
+        tmp_path / "killed.log").read_text()[-3000:]
     killed_at = torch.load(checkpoint, map_location="cpu", weights_only=False)["trainer"]["iteration"]
     assert 60 <= killed_at < 120 and not (root / "models" / "model.pt").exists()  # killed in stage 2, no release yet
 
@@ -148,9 +159,11 @@ def test_evaluation_scores_translate_then_segment(trained):
     log = bundle_run(root, "evaluating", [*QUICK, "configs/evaluate.yaml"])
     assert "examples.png" in log
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
+    content = json.loads((root / "eval" / "content" / "metrics.json").read_text())
     datalist = load_datalist(root / "data" / DATA / "datalist.json")
-    assert len(metrics["per_volume"]) == len(datalist["target"]["test"])
-    # Direct transfer and the reference ceiling, recomputed independently with the saved segmenter.
+    assert len(metrics["per_volume"]) == len(content["per_volume"]) == len(datalist["target"]["test"])
+    assert metrics["classes"] == ["polyp"] and metrics["baselines"] == ["no_adaptation"]
+    # One image's numbers, recomputed independently with the saved networks and evaluate_segmentation.
     pipeline = quick_pipeline()
     pipeline.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
     pipeline.eval()
@@ -163,12 +176,25 @@ def test_evaluation_scores_translate_then_segment(trained):
         ceiling = pipeline.segmenter(reference[None]).argmax(1)[0].numpy()
         adapted = pipeline(target["image"][None])[0, 0].numpy()
     row = metrics["per_volume"][0]
+    for prefix, prediction in (("", adapted), ("no_adaptation_", direct)):
+        expected = evaluate_segmentation(prediction, label, {"1": "polyp"})
+        for metric in ("dice", "assd", "hd95"):
+            assert row[f"{prefix}{metric}"] == pytest.approx(expected["mean"][metric])
+            assert row[f"{prefix}{metric}_polyp"] == pytest.approx(expected["per_class"]["polyp"][metric])
+    assert metrics["mean"]["dice"] == pytest.approx(np.mean([r["dice"] for r in metrics["per_volume"]]))
+    assert metrics["std"]["no_adaptation_dice"] == pytest.approx(np.std([r["no_adaptation_dice"] for r in metrics["per_volume"]]))
+    csv_rows = (root / "eval" / "metrics.csv").read_text().splitlines()
+    assert csv_rows[0].startswith("volume,dice,assd,hd95,dice_polyp") and csv_rows[-2].startswith("mean,")
+    for figure in ("metrics.png", "examples.png"):
+        assert Image.open(root / "eval" / figure).size[0] > 300
+    # Content preservation, the extra of translate-then-segment: against the reference rendering.
+    row = content["per_volume"][0]
     assert row["identity_dice"] == pytest.approx(dice_score(direct == 1, label == 1))
     assert row["reference_dice"] == pytest.approx(dice_score(ceiling == 1, label == 1))
     assert row["dice"] == pytest.approx(dice_score(adapted == 1, label == 1))
     assert row["agreement_dice"] == pytest.approx(dice_score(adapted == 1, ceiling == 1))
-    assert 0 < metrics["mean"]["nmae"] < 1 and 0 < metrics["mean"]["identity_nmae"] < 1
-    with np.load(root / "eval" / "examples.npz") as examples:
+    assert 0 < content["mean"]["nmae"] < 1 and 0 < content["mean"]["identity_nmae"] < 1
+    with np.load(root / "eval" / "content" / "examples.npz") as examples:
         np.testing.assert_allclose(examples["source_0"], target["image"].numpy(), atol=1e-6)
         np.testing.assert_allclose(examples["reference_0"], reference.numpy(), atol=1e-6)
 
@@ -227,11 +253,12 @@ def test_matrix_rows_share_one_segmenter(trained, tmp_path):
     rows = run_matrix(root, "quick", tmp_path / "out")
     assert [r["variant"] for r in rows] == ["direct", "cyclegan", "mi2gan_no_dmi", "mi2gan"]
     direct = rows[0]
-    assert direct["dice"] == pytest.approx(direct["identity_dice"])  # no translation
-    assert len({r["identity_dice"] for r in rows}) == 1
-    assert {"dice", "agreement_dice", "nmae", "ssim", "identity_nmae"} <= set(direct)
+    assert direct["dice"] == pytest.approx(direct["no_adaptation_dice"])  # no translation
+    assert len({r["no_adaptation_dice"] for r in rows}) == 1
+    assert {"dice", "assd", "agreement_dice", "nmae", "ssim", "no_adaptation_assd"} <= set(direct)
     assert len({r["nmae"] for r in rows[1:]}) == 3  # three different translators
-    assert "| mi2gan_no_dmi |" in (tmp_path / "out" / "results.md").read_text()
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| mi2gan_no_dmi |" in table and "| no adaptation |" in table
 
 
 def test_bundle_check_and_torchscript_export(trained):

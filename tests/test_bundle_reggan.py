@@ -5,6 +5,7 @@ generator only, 2-process DDP (gloo on CPU), own misaligned data and `common.bun
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -59,7 +60,7 @@ def test_training_writes_release_weights_and_resume_checkpoint(trained):
 ])
 def test_every_mode_trains_from_the_mode_id(trained, tmp_path, mode, networks):
     root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
-    log = bundle_run(root, "training", QUICK, "--mode", mode, "--noise_level", "2")
+    log = bundle_run(root, "training", QUICK, "--mode", mode, "--noise_level", "2", "--save_best", "true")
     resume = torch.load(root / "models" / "translation" / "resume.pt", map_location="cpu", weights_only=False)
     assert set(resume) == networks | {"optimizer_generators", "optimizer_discriminators", "trainer"}
     assert resume["trainer"]["iteration"] == ITERATIONS
@@ -68,6 +69,17 @@ def test_every_mode_trains_from_the_mode_id(trained, tmp_path, mode, networks):
         assert "L1:" in log
     else:
         assert "cycle_A:" in log and ("correction:" in log) == (mode == "cyclegan_r")
+    # Validation after every epoch: PSNR of G_AB on the validation pairs against their aligned
+    # references; models/model_best.pt holds G_AB at the best epoch, whose PSNR recomputed here
+    # (mean over images of 10 log10(2^2 / MSE)) is the logged best.
+    assert log.count("Metrics -- val_psnr: ") == 2
+    best = float(re.search(r"Key metric: val_psnr best value: ([0-9.]+) at epoch: \d", log.split("Epoch[2] Metrics")[1]).group(1))
+    generator = ResnetGenerator(1, 1, **QUICK_NET)
+    generator.load_state_dict(torch.load(root / "models" / "model_best.pt", map_location="cpu", weights_only=True))
+    pairs = paired_dataset(load_datalist(root / "data" / DATA / "datalist.json"), "validation", keys=("image", "reference"))
+    with torch.no_grad():
+        scores = [10 * torch.log10(4 / (generator.eval()(p["image"][None])[0] - p["reference"]).pow(2).mean()) for p in pairs]
+    assert float(torch.stack(scores).mean()) == pytest.approx(best, rel=1e-4)
 
 
 def test_resume_continues_the_iteration_count(trained, tmp_path):

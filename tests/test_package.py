@@ -11,6 +11,8 @@ import pytest
 
 import common
 import common.engines
+import common.evaluation
+import common.handlers
 import common.losses
 import common.metrics
 import common.networks
@@ -39,7 +41,8 @@ def test_installed_version_is_the_package_version():
     assert importlib.metadata.version("monai-crossdomain") == common.__version__
 
 
-PUBLIC = [(module, name) for module in (common.metrics, common.losses, common.networks, common.engines, common.reproduce)
+PUBLIC = [(module, name) for module in (common.metrics, common.losses, common.networks, common.engines, common.reproduce,
+                                         common.evaluation, common.handlers)
           for name in module.__all__]
 
 

@@ -178,13 +178,14 @@ def domain_transform(datalist: dict, domain: str, keys: Sequence[str] = ("image"
     return Compose([LoadImageByTyped(keys), intensity_transform("image", spec), EnsureTyped(keys, track_meta=True)])
 
 
-def paired_transform(datalist: dict, keys: Sequence[str] = ("image", "target")) -> Compose:
-    """Loading and [-1, 1] normalisation of paired samples: ``image`` as the source domain, every
-    other key (``target``, ``reference``) as the target domain.
+def paired_transform(datalist: dict, keys: Sequence[str] = ("image", "target"), domain: str = "source") -> Compose:
+    """Loading and [-1, 1] normalisation of paired samples: ``image`` as the ``domain``, every
+    other key (``target``, ``reference``) as the other domain.
 
     Args:
-        datalist: a loaded datalist with a ``paired`` section.
+        datalist: a loaded datalist (with a ``paired`` section, or entries with a ``reference``).
         keys: the keys to load; must include ``image``.
+        domain: the domain of ``image``: ``source`` (the ``paired`` section's) or ``target``.
 
     Returns:
         The MONAI transform.
@@ -194,10 +195,10 @@ def paired_transform(datalist: dict, keys: Sequence[str] = ("image", "target")) 
     """
     if "image" not in keys:
         raise ValueError(f"`keys` must include 'image', got {list(keys)}.")
-    others = [k for k in keys if k != "image"]
-    transforms = [LoadImageByTyped(keys), intensity_transform("image", datalist["domains"]["source"]["intensity"])]
+    others, other_domain = [k for k in keys if k != "image"], "target" if domain == "source" else "source"
+    transforms = [LoadImageByTyped(keys), intensity_transform("image", datalist["domains"][domain]["intensity"])]
     if others:
-        transforms.append(intensity_transform(others, datalist["domains"]["target"]["intensity"]))
+        transforms.append(intensity_transform(others, datalist["domains"][other_domain]["intensity"]))
     return Compose([*transforms, EnsureTyped(keys, track_meta=True)])
 
 

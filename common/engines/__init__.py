@@ -1,10 +1,12 @@
-"""MONAI trainers: a shared multi-network base, one trainer per method, and staged training."""
+"""MONAI trainers: a shared multi-network base, one trainer per method, staged training and
+validation during training."""
 
-from common.engines.base import MultiNetworkTrainer, distributed, loss_output, unwrap
-from common.engines.cyclegan import CycleGANTrainer
+from common.engines.base import MultiNetworkTrainer, distributed, is_main_process, loss_output, unwrap
+from common.engines.cyclegan import CycleGANTrainer, DiscriminatorReduction
 from common.engines.mi2gan import MI2GANTrainer
 from common.engines.reggan import RegGANMode, RegGANTrainer
 from common.engines.stages import Stage, atomic_save, run_stages
+from common.engines.validation import segmentation_validation, translation_validation
 
-__all__ = ["MultiNetworkTrainer", "distributed", "loss_output", "unwrap", "CycleGANTrainer", "RegGANMode",
-           "RegGANTrainer", "MI2GANTrainer", "Stage", "run_stages", "atomic_save"]
+__all__ = ["MultiNetworkTrainer", "distributed", "is_main_process", "loss_output", "unwrap", "CycleGANTrainer", "DiscriminatorReduction", "RegGANMode",
+           "RegGANTrainer", "MI2GANTrainer", "Stage", "run_stages", "atomic_save", "segmentation_validation", "translation_validation"]

@@ -32,7 +32,7 @@ from ignite.engine import Events
 from monai.engines import Trainer
 from torch import nn
 
-__all__ = ["MultiNetworkTrainer", "loss_output", "unwrap", "distributed"]
+__all__ = ["MultiNetworkTrainer", "loss_output", "unwrap", "distributed", "is_main_process"]
 
 
 def loss_output(output: Mapping) -> dict[str, float]:
@@ -58,6 +58,16 @@ def unwrap(network: nn.Module) -> nn.Module:
     """
     wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
     return network.module if isinstance(network, wrappers) else network
+
+
+def is_main_process() -> bool:
+    """Whether this process logs and writes files: rank 0, or a run without torch.distributed.
+
+    Returns:
+        ``True`` on the main process.
+    """
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
+        torch.distributed.get_rank() == 0)
 
 
 def distributed(networks: Mapping[str, nn.Module | None], device: torch.device) -> dict[str, nn.Module | None]:

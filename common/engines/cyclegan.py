@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
+from monai.utils.enums import StrEnum
 
 from common.engines.base import MultiNetworkTrainer
 from common.handlers.image_pool import ImagePool
 from common.losses import AdversarialLoss, cycle_loss, identity_loss
 
-__all__ = ["CycleGANTrainer"]
+__all__ = ["CycleGANTrainer", "DiscriminatorReduction"]
+
+
+class DiscriminatorReduction(StrEnum):
+    """How a discriminator's losses on real and fake images are combined."""
+
+    MEAN = "mean"  # halved sum: the CycleGAN code (slows D down relative to G)
+    SUM = "sum"    # RegGAN's code
 
 
 class CycleGANTrainer(MultiNetworkTrainer):
@@ -32,24 +39,22 @@ class CycleGANTrainer(MultiNetworkTrainer):
        ``"sum"`` drops the halving, as RegGAN's code does).
 
     Args:
-        device: where to train.
-        max_epochs: epochs to run.
-        train_data_loader: batches with domain A images under ``image_keys[0]`` and domain B
-            images under ``image_keys[1]`` (e.g. an ``UnpairedDataset``'s ``source_image`` and
-            ``target_image``).
-        networks: ``G_AB``, ``G_BA``, ``D_A``, ``D_B``.
-        optimizers: ``generators`` (both generators' parameters), ``discriminators`` (both
-            discriminators').
+        args: :class:`MultiNetworkTrainer`'s ``device``, ``max_epochs``, ``train_data_loader``
+            (batches with domain A images under ``image_keys[0]`` and domain B images under
+            ``image_keys[1]``, e.g. an ``UnpairedDataset``'s ``source_image`` and
+            ``target_image``), ``networks`` (``G_AB``, ``G_BA``, ``D_A``, ``D_B``) and
+            ``optimizers`` (``generators``: both generators' parameters; ``discriminators``).
         lambda_cycle: cycle-consistency weight (10 in the paper).
         lambda_identity: identity weight relative to ``lambda_cycle`` (0.5 in the CycleGAN code).
         lambda_adv: weight of every adversarial term (1).
-        discriminator_reduction: ``"mean"`` halves a discriminator's real + fake loss (the
-            CycleGAN code), ``"sum"`` adds them (RegGAN's code).
+        discriminator_reduction: :class:`DiscriminatorReduction`: ``mean`` halves a
+            discriminator's real + fake loss (the CycleGAN code), ``sum`` adds them (RegGAN's code).
         pool_size: image pool size (50).
         adversarial_criterion: ``lsgan`` (the paper), ``vanilla`` or ``hinge``.
         image_keys: the batch keys of the A and B images.
-        kwargs: :class:`MultiNetworkTrainer`'s options (``variant``, ``lr_schedule``,
-            ``epoch_length``, ``amp``, ``channels_last``, ``train_handlers``, ``non_blocking``).
+        kwargs: :class:`MultiNetworkTrainer`'s arguments by name and its options (``variant``,
+            ``lr_schedule``, ``epoch_length``, ``amp``, ``channels_last``, ``train_handlers``,
+            ``non_blocking``).
 
     Raises:
         ValueError: an unknown ``discriminator_reduction``, or networks/optimisers that do not
@@ -61,30 +66,25 @@ class CycleGANTrainer(MultiNetworkTrainer):
     LOSS_NAMES = ("G_AB", "G_BA", "cycle_A", "cycle_B", "idt_A", "idt_B", "D_A", "D_B")
     VISUAL_NAMES = (("real_A", "fake_B", "rec_A"), ("real_B", "fake_A", "rec_B"))
     STATE = {"pool_A": "pool_a", "pool_B": "pool_b"}
-    REDUCTIONS = {"mean": 0.5, "sum": 1.0}
 
     def __init__(
         self,
-        device: torch.device | str,
-        max_epochs: int,
-        train_data_loader: Iterable,
-        networks: Mapping[str, nn.Module | None],
-        optimizers: Mapping[str, torch.optim.Optimizer | None],
+        *args: Any,
         lambda_cycle: float = 10.0,
         lambda_identity: float = 0.5,
         lambda_adv: float = 1.0,
-        discriminator_reduction: str = "mean",
+        discriminator_reduction: DiscriminatorReduction | str = DiscriminatorReduction.MEAN,
         pool_size: int = 50,
         adversarial_criterion: str = "lsgan",
         image_keys: Sequence[str] = ("source_image", "target_image"),
         **kwargs: Any,
     ) -> None:
-        if discriminator_reduction not in self.REDUCTIONS:
+        if discriminator_reduction not in list(DiscriminatorReduction):
             raise ValueError(f"Unknown discriminator_reduction {discriminator_reduction!r}; expected one of "
-                             f"{', '.join(self.REDUCTIONS)}.")
-        super().__init__(device, max_epochs, train_data_loader, networks, optimizers, **kwargs)
+                             f"{', '.join(DiscriminatorReduction)}.")
+        super().__init__(*args, **kwargs)
         self.lambda_cycle, self.lambda_identity, self.lambda_adv = lambda_cycle, lambda_identity, lambda_adv
-        self.discriminator_weight = self.REDUCTIONS[discriminator_reduction]
+        self.discriminator_weight = 0.5 if discriminator_reduction == DiscriminatorReduction.MEAN else 1.0
         self.adversarial = AdversarialLoss(adversarial_criterion)
         self.pool_a, self.pool_b = ImagePool(pool_size), ImagePool(pool_size)
         self.key_a, self.key_b = image_keys

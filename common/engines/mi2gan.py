@@ -3,11 +3,10 @@ mutual-information discriminator that keep the content of a translated image."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 from common.engines.base import MultiNetworkTrainer
 from common.engines.cyclegan import CycleGANTrainer
@@ -54,18 +53,13 @@ class MI2GANTrainer(CycleGANTrainer):
     ``AE_dis_A, AE_dis_B`` and ``D_MI_A, D_MI_B`` (the same terms in the content step).
 
     Args:
-        device: where to train.
-        max_epochs: epochs to run.
-        train_data_loader: batches with domain A images under ``image_keys[0]`` and domain B
-            images under ``image_keys[1]``. The default keys make A the datalist's target
-            centre and B its source centre (an ``UnpairedDataset``'s ``target_image`` and
-            ``source_image``): ``G_AB`` translates target images into the source domain, where
-            the segmenter was trained, as the paper translates its test centre into its training centre.
-        networks: ``G_AB``, ``G_BA``, ``D_A``, ``D_B``, and by method the auto-encoders
-            ``Enc_A``, ``Dec_A``, ``Enc_B``, ``Dec_B`` and ``D_MI`` (an estimator owning its
-            critic): :meth:`networks_for` ``(method)``.
-        optimizers: ``generators``, ``discriminators`` and, with the auto-encoders, ``content``
-            (the auto-encoders and ``D_MI``).
+        args: :class:`~common.engines.MultiNetworkTrainer`'s ``device``, ``max_epochs``,
+            ``train_data_loader`` (batches with domain A images under ``image_keys[0]`` and
+            domain B images under ``image_keys[1]``), ``networks`` (``G_AB``, ``G_BA``, ``D_A``,
+            ``D_B`` and by method the auto-encoders ``Enc_A``, ``Dec_A``, ``Enc_B``, ``Dec_B`` and
+            ``D_MI``, an estimator owning its critic: :meth:`networks_for` ``(method)``) and
+            ``optimizers`` (``generators``, ``discriminators`` and, with the auto-encoders,
+            ``content``: the auto-encoders and ``D_MI``).
         method: ``cyclegan``, ``mi2gan_no_dmi`` or ``mi2gan``.
         lambda_cycle: ``alpha`` (10).
         lambda_distillation: ``beta`` (10).
@@ -73,8 +67,11 @@ class MI2GANTrainer(CycleGANTrainer):
         lambda_identity: CycleGAN's identity weight relative to ``alpha`` (0: eq. 7 has none).
         pool_size: image pool of the discriminators (50).
         adversarial_criterion: ``lsgan`` (CycleGAN's), ``vanilla`` or ``hinge``.
-        image_keys: batch keys of the A and B images.
-        kwargs: :class:`~common.engines.MultiNetworkTrainer`'s options.
+        image_keys: batch keys of the A and B images. The default makes A the datalist's target
+            centre and B its source centre (an ``UnpairedDataset``'s ``target_image`` and
+            ``source_image``): ``G_AB`` translates target images into the source domain, where
+            the segmenter was trained, as the paper translates its test centre into its training centre.
+        kwargs: :class:`~common.engines.MultiNetworkTrainer`'s arguments by name and its options.
 
     Raises:
         ValueError: an unknown method, or networks/optimisers that do not match it.
@@ -95,11 +92,7 @@ class MI2GANTrainer(CycleGANTrainer):
 
     def __init__(
         self,
-        device: torch.device | str,
-        max_epochs: int,
-        train_data_loader: Iterable,
-        networks: Mapping[str, nn.Module | None],
-        optimizers: Mapping[str, torch.optim.Optimizer | None],
+        *args: Any,
         method: str = "mi2gan",
         lambda_cycle: float = 10.0,
         lambda_distillation: float = 10.0,
@@ -111,7 +104,7 @@ class MI2GANTrainer(CycleGANTrainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(
-            device, max_epochs, train_data_loader, networks, optimizers, variant=method, lambda_cycle=lambda_cycle,
+            *args, variant=method, lambda_cycle=lambda_cycle,
             lambda_identity=lambda_identity, pool_size=pool_size, adversarial_criterion=adversarial_criterion,
             image_keys=image_keys, **kwargs,
         )

@@ -4,17 +4,16 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import Warp
 from monai.utils.enums import StrEnum
-from torch import nn
 
 from common.engines.base import MultiNetworkTrainer
-from common.engines.cyclegan import CycleGANTrainer
+from common.engines.cyclegan import CycleGANTrainer, DiscriminatorReduction
 from common.losses import correction_loss, smoothness_loss
 
 __all__ = ["RegGANMode", "RegGANTrainer"]
@@ -53,15 +52,13 @@ class RegGANTrainer(CycleGANTrainer):
     the generator step. The ``generators`` optimiser holds the generators' and R's parameters.
 
     Args:
-        device: where to train.
-        max_epochs: epochs to run.
-        train_data_loader: batches with A images under ``image_keys[0]`` and their (possibly
-            misaligned) B targets under ``image_keys[1]`` (a ``PairedDataset``).
-        networks: ``G_AB`` (kept for inference) and ``D_B`` (in ``pix2pix`` mode it takes A and
-            B channels), plus by mode ``G_BA`` and ``D_A`` (cycle modes) and ``R``, the
-            registration network ``R(moving, fixed) -> ddf`` (R modes):
-            :meth:`networks_for` ``(mode)``.
-        optimizers: ``generators`` (the generators and R) and ``discriminators``.
+        args: :class:`~common.engines.MultiNetworkTrainer`'s ``device``, ``max_epochs``,
+            ``train_data_loader`` (batches with A images under ``image_keys[0]`` and their
+            (possibly misaligned) B targets under ``image_keys[1]``: a ``PairedDataset``),
+            ``networks`` (``G_AB``, kept for inference, and ``D_B``, which in ``pix2pix`` mode takes
+            A and B channels, plus by mode ``G_BA`` and ``D_A`` (cycle modes) and ``R``, the
+            registration network ``R(moving, fixed) -> ddf`` (R modes): :meth:`networks_for`
+            ``(mode)``) and ``optimizers`` (``generators``: the generators and R; ``discriminators``).
         mode: one of :class:`RegGANMode`.
         lambda_adv: adversarial weight (1).
         lambda_l1: pix2pix's L1 weight (100).
@@ -71,8 +68,9 @@ class RegGANTrainer(CycleGANTrainer):
         pool_size: image pool of the cycle modes' discriminators (50).
         adversarial_criterion: ``lsgan`` (the paper), ``vanilla`` or ``hinge``.
         image_keys: the batch keys of the A images and the B targets.
-        kwargs: :class:`~common.engines.MultiNetworkTrainer`'s options (``lr_schedule``,
-            ``epoch_length``, ``amp``, ``channels_last``, ``train_handlers``, ``non_blocking``).
+        kwargs: :class:`~common.engines.MultiNetworkTrainer`'s arguments by name and its options
+            (``lr_schedule``, ``epoch_length``, ``amp``, ``channels_last``, ``train_handlers``,
+            ``non_blocking``).
 
     Raises:
         ValueError: an unknown mode, or networks missing for the mode or given but unused by it.
@@ -96,11 +94,7 @@ class RegGANTrainer(CycleGANTrainer):
 
     def __init__(
         self,
-        device: torch.device | str,
-        max_epochs: int,
-        train_data_loader: Iterable,
-        networks: Mapping[str, nn.Module | None],
-        optimizers: Mapping[str, torch.optim.Optimizer | None],
+        *args: Any,
         mode: RegGANMode | str = RegGANMode.REGGAN,
         lambda_adv: float = 1.0,
         lambda_l1: float = 100.0,
@@ -116,8 +110,8 @@ class RegGANTrainer(CycleGANTrainer):
             raise ValueError(f"Unknown RegGAN mode {mode!r}; expected one of {', '.join(RegGANMode)}.")
         self.mode = RegGANMode(mode)
         super().__init__(
-            device, max_epochs, train_data_loader, networks, optimizers, variant=self.mode.value,
-            lambda_cycle=lambda_cycle, lambda_identity=0.0, lambda_adv=lambda_adv, discriminator_reduction="sum",
+            *args, variant=self.mode.value,
+            lambda_cycle=lambda_cycle, lambda_identity=0.0, lambda_adv=lambda_adv, discriminator_reduction=DiscriminatorReduction.SUM,
             pool_size=pool_size, adversarial_criterion=adversarial_criterion, image_keys=image_keys, **kwargs,
         )
         self.cycle, self.register = "G_BA" in self.networks, "R" in self.networks

@@ -26,7 +26,7 @@ from monai.handlers import CheckpointLoader
 from monai.utils import set_determinism
 from torch import nn
 
-from common.engines.base import unwrap
+from common.engines.base import is_main_process, unwrap
 
 __all__ = ["Stage", "run_stages", "atomic_save", "RELEASE_FILENAME"]
 
@@ -97,10 +97,6 @@ def _finished(trainer: Engine, saved: Mapping) -> bool:
     return saved["iteration"] >= total > 0
 
 
-def _is_main_process() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def run_stages(stages: Sequence[Stage], ckpt_dir: str | Path, resume: bool = False, release: nn.Module | None = None,
                seed: int | None = None, device: torch.device | str = "cpu") -> None:
     """Runs the stages in order, with per-stage checkpoints and resume, then writes the release weights.
@@ -120,7 +116,7 @@ def run_stages(stages: Sequence[Stage], ckpt_dir: str | Path, resume: bool = Fal
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ValueError(f"Stage names must be unique; got {', '.join(names)}.")
-    ckpt_dir, main = Path(ckpt_dir), _is_main_process()
+    ckpt_dir, main = Path(ckpt_dir), is_main_process()
     for stage in stages:
         if stage.trainer is None:
             logger.info("Stage %r: not used by this configuration, skipped", stage.name)

@@ -1,15 +1,12 @@
-"""Evaluations written as JSON, CSV and a figure: a translation network against the synthetic
+"""Translation evaluations written as JSON, CSV and a figure: a translation network against the synthetic
 references, per volume (source, translation, reference, error rows), and translate-then-segment
 adaptation on a labelled test split (image, translation, reference, prediction rows)."""
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 from pathlib import Path
 
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 import numpy as np
 import torch
@@ -18,11 +15,12 @@ from torch import nn
 
 from common.data.datalist import DatalistError, entries
 from common.data.io import domain_transform
+from common.evaluation.report import middle, show_image, summarise, write_tables
 from common.inference import translate
 from common.metrics import dice_score, nmae, psnr, ssim
 from common.networks.pipeline import TranslateThenSegment
 
-__all__ = ["evaluate_translation", "evaluate_adaptation", "show_image"]
+__all__ = ["evaluate_translation", "evaluate_adaptation"]
 
 logger = logging.getLogger(__name__)
 METRICS = ("nmae", "psnr", "ssim")
@@ -90,63 +88,16 @@ def evaluate_translation(
         rows.append(row)
         if len(shown) < examples:
             shown.append((volume, image, fake, real))
-    result = _summarise(rows)
-    output_dir = _write_tables(result, output_dir)
+    result = summarise(rows)
+    output_dir = write_tables(result, output_dir)
     _draw(shown, result, output_dir / "examples.png")
     np.savez_compressed(output_dir / "examples.npz", names=np.array([name for name, *_ in shown]),
-                        **{f"{kind}_{n}": _middle(item[i + 1]) for n, item in enumerate(shown)
+                        **{f"{kind}_{n}": middle(item[i + 1]) for n, item in enumerate(shown)
                            for i, kind in enumerate(("source", "translation", "reference"))})
     logger.info("Translation %s: %s", split, {k: round(v, 4) for k, v in result["mean"].items()})
     logger.info("Wrote %s, %s, the figure %s and its arrays (examples.npz)", output_dir / "metrics.json",
                 output_dir / "metrics.csv", output_dir / "examples.png")
     return result
-
-
-def _summarise(rows: list[dict]) -> dict:
-    """Per-volume rows with their mean and standard deviation per metric."""
-    keys = [k for k in rows[0] if k != "volume"]
-    return {"per_volume": rows, "mean": {k: float(np.mean([r[k] for r in rows])) for k in keys},
-            "std": {k: float(np.std([r[k] for r in rows])) for k in keys}}
-
-
-def _write_tables(result: dict, output_dir: str | Path) -> Path:
-    """``metrics.json`` and ``metrics.csv`` (one row per volume, then the mean and std rows)."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(result, indent=2))
-    with open(output_dir / "metrics.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["volume", *result["mean"]])
-        writer.writeheader()
-        writer.writerows(result["per_volume"])
-        writer.writerow({"volume": "mean", **result["mean"]})
-        writer.writerow({"volume": "std", **result["std"]})
-    return output_dir
-
-
-def _middle(image: torch.Tensor) -> np.ndarray:
-    """A 2D image ``(C, H, W)`` as it is, the middle slice of a volume ``(C, H, W, D)``."""
-    array = image.detach().cpu().numpy()
-    return array[..., array.shape[-1] // 2] if array.ndim == 4 else array
-
-
-def show_image(ax: Axes, image: torch.Tensor | np.ndarray, title: str, fontsize: int = 9, error: bool = False) -> None:
-    """Draws a channel-first image on a matplotlib axis: the middle slice of a volume, RGB as
-    colour, one channel in grey; values in [-1, 1] (or, with ``error``, an error map on [0, 1] in magma).
-
-    Args:
-        ax: the axis.
-        image: ``(C, H, W)`` or ``(C, H, W, D)``.
-        title: the axis title.
-        fontsize: of the title.
-        error: draw an error map instead of an image.
-    """
-    array = _middle(torch.as_tensor(image))
-    display = np.moveaxis(array, 0, -1) if array.shape[0] == 3 else array[0]
-    if not error:
-        display = ((display + 1) / 2).clip(0, 1)
-    ax.imshow(np.swapaxes(display, 0, 1), cmap="magma" if error else "gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_title(title, fontsize=fontsize)
-    ax.axis("off")
 
 
 def _draw(shown: list, result: dict, path: Path) -> None:
@@ -249,13 +200,13 @@ def evaluate_adaptation(
         rows.append(row)
         if len(shown) < examples:
             shown.append((row["volume"], image, translation, reference, prediction, label))
-    result = _summarise(rows)
-    output_dir = _write_tables(result, output_dir)
+    result = summarise(rows)
+    output_dir = write_tables(result, output_dir)
     _draw_adaptation(shown, result, output_dir / "examples.png")
     arrays = {}
     for n, (_, image, translation, reference, *_) in enumerate(shown):
-        arrays.update({f"source_{n}": _middle(image), f"translation_{n}": _middle(translation)})
-        arrays[f"reference_{n}"] = _middle(reference if reference is not None else image)
+        arrays.update({f"source_{n}": middle(image), f"translation_{n}": middle(translation)})
+        arrays[f"reference_{n}"] = middle(reference if reference is not None else image)
     np.savez_compressed(output_dir / "examples.npz", names=np.array([item[0] for item in shown]), **arrays)
     logger.info("Adaptation %s.%s: %s", domain, split, {k: round(v, 4) for k, v in result["mean"].items()})
     logger.info("Wrote %s, %s, the figure %s and its arrays (examples.npz)", output_dir / "metrics.json",

@@ -1,0 +1,95 @@
+"""What every evaluation writes: per-volume rows with their mean and standard deviation, as JSON
+and CSV, and images drawn from channel-first tensors in [-1, 1]."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+
+__all__ = ["summarise", "write_tables", "middle", "show_image"]
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per-volume rows with their mean and standard deviation per metric.
+
+    Args:
+        rows: one dictionary per volume: ``volume`` (its name) and the metrics.
+
+    Returns:
+        ``{"per_volume": rows, "mean": {...}, "std": {...}}``; a metric that is ``inf`` in some
+        volume (a distance to a structure that was missed) has mean and std ``inf``.
+    """
+    keys = [k for k in rows[0] if k != "volume"]
+    values = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in keys}
+    finite = {k: bool(np.isfinite(v).all()) for k, v in values.items()}
+    return {"per_volume": rows, "mean": {k: float(np.mean(v)) for k, v in values.items()},
+            "std": {k: float(np.std(v)) if finite[k] else math.inf for k, v in values.items()}}
+
+
+def write_tables(result: dict, output_dir: str | Path) -> Path:
+    """Writes ``metrics.json`` and ``metrics.csv`` (one row per volume, then the mean and std
+    rows), each through a temporary file and a rename.
+
+    Args:
+        result: :func:`summarise`'s output, possibly with more keys (kept in the JSON).
+        output_dir: the folder (created).
+
+    Returns:
+        The folder.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=["volume", *result["mean"]], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(result["per_volume"])
+    writer.writerow({"volume": "mean", **result["mean"]})
+    writer.writerow({"volume": "std", **result["std"]})
+    for name, text in (("metrics.json", json.dumps(result, indent=2)), ("metrics.csv", table.getvalue())):
+        temporary = output_dir / f".{name}.tmp"
+        temporary.write_text(text)
+        os.replace(temporary, output_dir / name)
+    return output_dir
+
+
+def middle(image: torch.Tensor) -> np.ndarray:
+    """A 2D image ``(C, H, W)`` as it is, the middle slice of a volume ``(C, H, W, D)``.
+
+    Args:
+        image: the image or volume.
+
+    Returns:
+        ``(C, H, W)`` as a numpy array.
+    """
+    array = image.detach().cpu().numpy()
+    return array[..., array.shape[-1] // 2] if array.ndim == 4 else array
+
+
+def show_image(ax: Axes, image: torch.Tensor | np.ndarray, title: str, fontsize: int = 9, error: bool = False) -> None:
+    """Draws a channel-first image on a matplotlib axis: the middle slice of a volume, RGB as
+    colour, one channel in grey; values in [-1, 1] (or, with ``error``, an error map on [0, 1] in magma).
+
+    Args:
+        ax: the axis.
+        image: ``(C, H, W)`` or ``(C, H, W, D)``.
+        title: the axis title.
+        fontsize: of the title.
+        error: draw an error map instead of an image.
+    """
+    array = middle(torch.as_tensor(image))
+    display = np.moveaxis(array, 0, -1) if array.shape[0] == 3 else array[0]
+    if not error:
+        display = ((display + 1) / 2).clip(0, 1)
+    ax.imshow(np.swapaxes(display, 0, 1), cmap="magma" if error else "gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(title, fontsize=fontsize)
+    ax.axis("off")
+
+
