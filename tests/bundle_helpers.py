@@ -25,6 +25,9 @@ def copy_bundle(target: Path, source: Path, keep_data: bool = False) -> Path:
 
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+# Runs a bundle on the CPU also on a CUDA host, where a test recomputes its output on the CPU and
+# compares to 1e-5 (GPU convolutions may use TF32 and differ by about 1e-4).
+ON_CPU = ("--device", "$torch.device('cpu')")
 
 
 def bundle_command(run_id: str | None, configs: list[str], *extra: str, launcher: list[str] | None = None) -> list[str]:
@@ -48,6 +51,19 @@ def bundle_run(root: Path, run_id: str | None, configs: list[str], *extra: str, 
                             text=True, timeout=600, env=ENV)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
+
+
+def ddp_run(root: Path, configs: list[str], *extra: str, port: int) -> str:
+    """Two-process DDP training with torchrun and the bundle's ``multi_gpu_train.yaml`` overlay
+    (appended to ``configs``): one GPU per process where there are two, otherwise on CPU with gloo
+    (so that the test also runs on a host with a single GPU).
+
+    Returns:
+        The combined output.
+    """
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+    on_cpu = () if torch.cuda.device_count() >= 2 else (*ON_CPU, "--backend", "gloo")
+    return bundle_run(root, "training", [*configs, "configs/multi_gpu_train.yaml"], *extra, *on_cpu, launcher=torchrun)
 
 
 def assert_check_and_export(root: Path, source: Path, network: torch.nn.Module, size: int = 32,

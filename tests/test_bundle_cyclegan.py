@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import assert_check_and_export, bundle_run, copy_bundle
+from bundle_helpers import assert_check_and_export, bundle_run, copy_bundle, ddp_run, ON_CPU
 
 from common.bundle import check_bundle
 from common.data.datalist import load_datalist
@@ -84,7 +83,7 @@ def test_inference_translates_with_the_inputs_geometry(trained, tmp_path):
     root, _ = trained
     source = root / "data" / "abdomen_32" / "source" / "images"
     bundle_run(root, None, ["configs/inference.yaml", "configs/quick.yaml"],
-               "--input", str(source), "--output_dir", str(tmp_path))
+               "--input", str(source), "--output_dir", str(tmp_path), *ON_CPU)
     inputs = sorted(source.glob("*.nii.gz"))
     outputs = sorted(tmp_path.glob("*_trans.nii.gz"))
     assert [o.name.replace("_trans", "") for o in outputs] == [i.name for i in inputs]
@@ -100,11 +99,10 @@ def test_inference_translates_with_the_inputs_geometry(trained, tmp_path):
     np.testing.assert_allclose(np.asarray(first_out.dataobj), expected, atol=1e-5)
 
 
-def test_two_process_ddp_on_cpu(trained, tmp_path):
+def test_two_process_ddp(trained, tmp_path):
     root, _ = trained
     copy = copy_bundle(tmp_path / "bundle", root, keep_data=True)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29631"]
-    log = bundle_run(copy, "training", [*QUICK, "configs/multi_gpu_train.yaml"], launcher=torchrun)
+    log = ddp_run(copy, QUICK, port=29631)
     assert log.count("Epoch: 3/3, Iter: 6/6") == 1  # handlers on rank 0 only
     resume = torch.load(copy / "models" / "translation" / "resume.pt", map_location="cpu", weights_only=False)
     assert resume["trainer"]["iteration"] == 18

@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import assert_check_and_export, bundle_run, copy_bundle
+from bundle_helpers import assert_check_and_export, bundle_run, copy_bundle, ddp_run, ON_CPU
 
 from common.data.datalist import load_datalist
 from common.data.datasets import PairedDataset, paired_dataset
@@ -117,7 +116,7 @@ def test_inference_uses_the_generator_only(trained, tmp_path):
     root, _ = trained
     datalist_path = root / "data" / DATA / "datalist.json"
     bundle_run(root, None, ["configs/inference.yaml", "configs/quick.yaml"],
-               "--input", str(datalist_path), "--output_dir", str(tmp_path))
+               "--input", str(datalist_path), "--output_dir", str(tmp_path), *ON_CPU)
     datalist = load_datalist(datalist_path)
     inputs = [Path(e["image"]) for e in datalist["paired"]["test"]]  # a paired datalist: its T1 test images
     outputs = sorted(tmp_path.glob("*_trans.nii.gz"))
@@ -131,11 +130,9 @@ def test_inference_uses_the_generator_only(trained, tmp_path):
     np.testing.assert_allclose(np.asarray(first_out.dataobj), translate(network.eval(), image)[0].numpy(), atol=1e-5)
 
 
-def test_two_process_ddp_on_cpu(trained, tmp_path):
+def test_two_process_ddp(trained, tmp_path):
     root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29637"]
-    log = bundle_run(root, "training", [*QUICK, "configs/multi_gpu_train.yaml"], "--mode", "cyclegan_r",
-                     launcher=torchrun)
+    log = ddp_run(root, QUICK, "--mode", "cyclegan_r", port=29637)
     assert log.count("Epoch: 2/2, Iter: 4/4") == 1  # handlers on rank 0 only
     resume = torch.load(root / "models" / "translation" / "resume.pt", map_location="cpu", weights_only=False)
     assert resume["trainer"]["iteration"] == ITERATIONS and "R" in resume

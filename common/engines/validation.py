@@ -42,7 +42,7 @@ def _handler(network: nn.Module, dataset: torch.utils.data.Dataset, metric_name:
                 TensorBoardStatsHandler(log_dir=os.path.join(output_dir, "tensorboard"), iteration_log=False)]
     evaluator = SupervisedEvaluator(
         device=torch.device(device), val_data_loader=DataLoader(dataset, batch_size=batch_size, num_workers=0),
-        network=network, prepare_batch=prepare_batch, postprocessing=postprocessing, key_val_metric={metric_name: metric},
+        network=network.to(device), prepare_batch=prepare_batch, postprocessing=postprocessing, key_val_metric={metric_name: metric},
         val_handlers=handlers,
     )
     if best_path is not None:
