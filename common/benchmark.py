@@ -27,8 +27,15 @@ __all__ = ["train_step", "main"]
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
 
-def train_step(bundle: str, size: int = 256, batch_size: int = 1, iterations: int = 20, warmup: int = 3,
-               overrides: dict | None = None, channels: int = 1) -> dict:
+def train_step(
+    bundle: str,
+    size: int = 256,
+    batch_size: int = 1,
+    iterations: int = 20,
+    warmup: int = 3,
+    overrides: dict | None = None,
+    channels: int = 1,
+) -> dict:
     """Measures a bundle's training iterations per second on random inputs.
 
     Args:
@@ -115,8 +122,14 @@ def main(argv: list[str] | None = None) -> dict:
     step.add_argument("--warmup", type=int, default=3)
     step.add_argument("--channels", type=int, default=1, help="image channels (3 for the RGB mi2gan bundle)")
     step.add_argument("--out", type=Path, default=None, help="JSON file to write")
-    step.add_argument("--set", action="append", default=[], metavar="ID=VALUE", dest="overrides",
-                      help="override a config id, the value read as YAML (e.g. --set mode=pix2pix); repeatable")
+    step.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="ID=VALUE",
+        dest="overrides",
+        help="override a config id, the value read as YAML (e.g. --set mode=pix2pix); repeatable",
+    )
     args = parser.parse_args(argv)
     overrides = {}
     for item in args.overrides:

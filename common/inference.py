@@ -61,7 +61,9 @@ def input_files(source: str | Path, split: str = "test", domain: str = "source")
     return files
 
 
-def translate(network: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+def translate(
+    network: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, batch_size: int = 32
+) -> torch.Tensor:
     """Translates one channel-first image ``(C, H, W)`` or volume ``(C, H, W, D)`` slice by slice.
 
     Args:
@@ -101,10 +103,15 @@ def translate_files(
     Returns:
         The written paths.
     """
+
     def write(output: torch.Tensor, image: MetaTensor, path: str, two_d: bool) -> str:
         extension = ".png" if two_d else ".nii.gz"
-        saver = SaveImage(output_ext=extension, print_log=False, scale=255 if two_d else None,
-                          output_dtype=np.uint8 if two_d else np.float32)
+        saver = SaveImage(
+            output_ext=extension,
+            print_log=False,
+            scale=255 if two_d else None,
+            output_dtype=np.uint8 if two_d else np.float32,
+        )
         target = Path(output_dir) / f"{image_stem(path)}_trans"
         saver(MetaTensor(((output + 1) / 2 if two_d else output).float(), meta=image.meta), filename=str(target))
         return f"{target}{extension}"
@@ -137,6 +144,7 @@ def segment_files(
     Returns:
         The written paths.
     """
+
     def write(output: torch.Tensor, image: MetaTensor, path: str, two_d: bool) -> str:
         extension = ".png" if two_d else ".nii.gz"
         saver = SaveImage(output_ext=extension, print_log=False, output_dtype=np.uint8, scale=None)
@@ -149,8 +157,15 @@ def segment_files(
     return written
 
 
-def _run_files(network: nn.Module, files: Sequence[str], output_dir: str | Path, intensity: Mapping[str, Sequence[float]],
-               device: torch.device | str, description: str, write) -> list[str]:
+def _run_files(
+    network: nn.Module,
+    files: Sequence[str],
+    output_dir: str | Path,
+    intensity: Mapping[str, Sequence[float]],
+    device: torch.device | str,
+    description: str,
+    write,
+) -> list[str]:
     """Loads and normalises each file, runs the network (volumes slice by slice) and lets
     ``write(output, image, path, two_d)`` save the result; returns the written paths."""
     loader = LoadImageByTyped("image")

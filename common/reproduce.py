@@ -11,9 +11,10 @@ untranslated input; ``no_adaptation`` for segmentation). Each run trains with
 ``train.yaml`` + the preset's overlays + its overrides (its own ``models`` and ``eval``
 folders under ``--out/runs``), then runs ``evaluating`` with the evaluation overlay. A run
 whose ``metrics.json`` exists is not run again, so an interrupted matrix continues where it
-stopped (``--force`` reruns; ``--evaluate-only`` scores trained runs again). The outputs are ``results.json`` (a list of rows: ``variant``,
-the settings, every metric, the seconds taken), ``results.csv``, ``results.md`` (one table per
-metric, variants by setting) and ``metrics.png`` (each metric against the first setting).
+stopped (``--force`` reruns; ``--evaluate-only`` scores trained runs again). The outputs are
+``results.json`` (a list of rows: ``variant``, the settings, every metric, the seconds taken),
+``results.csv``, ``results.md`` (one table per metric, variants by setting) and ``metrics.png``
+(each metric against the first setting).
 """
 
 from __future__ import annotations
@@ -72,12 +73,16 @@ def load_matrix(bundle: Path) -> dict:
     configs = ConfigParser()  # every id a run overrides must exist in train.yaml or a preset's overlay
     overlays = dict.fromkeys(["configs/train.yaml", *(o for p in matrix["presets"].values() for o in p)])
     configs.read_config([str(bundle / f) for f in overlays])
-    for where, ids in [*((f"variant {name!r}", list(o or {})) for name, o in matrix["variants"].items()),
-                       ("settings", list(matrix["settings"]))]:
+    for where, ids in [
+        *((f"variant {name!r}", list(o or {})) for name, o in matrix["variants"].items()),
+        ("settings", list(matrix["settings"])),
+    ]:
         unknown = [i for i in ids if i not in configs]
         if unknown:
-            raise ValueError(f"{path}: {where} sets {', '.join(map(repr, unknown))}, which neither configs/train.yaml "
-                             "nor the presets' overlays define.")
+            raise ValueError(
+                f"{path}: {where} sets {', '.join(map(repr, unknown))}, which neither configs/train.yaml "
+                "nor the presets' overlays define."
+            )
     return matrix
 
 
@@ -105,8 +110,9 @@ def _worker(threads: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
 
 
-def _train_and_evaluate(bundle: str, overlays: list[str], evaluate: str, overrides: dict, folder: str,
-                        train: bool = True) -> None:
+def _train_and_evaluate(
+    bundle: str, overlays: list[str], evaluate: str, overrides: dict, folder: str, train: bool = True
+) -> None:
     """One run: ``training`` (timed, the seconds written to the run folder), then ``evaluating``."""
     bundle_path, folder_path = Path(bundle), Path(folder)
     logger.info("Run %s: %s", folder_path.name, overrides)
@@ -118,8 +124,9 @@ def _train_and_evaluate(bundle: str, overlays: list[str], evaluate: str, overrid
     _run(_parse(bundle_path, [*overlays, evaluate], overrides), "evaluating")
 
 
-def run_matrix(bundle: str | Path, preset: str, out: str | Path, force: bool = False, jobs: int = 1,
-               evaluate_only: bool = False) -> list[dict]:
+def run_matrix(
+    bundle: str | Path, preset: str, out: str | Path, force: bool = False, jobs: int = 1, evaluate_only: bool = False
+) -> list[dict]:
     """Trains and evaluates every run of a bundle's matrix.
 
     Args:
@@ -143,21 +150,32 @@ def run_matrix(bundle: str | Path, preset: str, out: str | Path, force: bool = F
         raise ValueError(f"No bundle at {bundle} (expected a folder with configs/).")
     matrix = load_matrix(bundle)
     if preset not in matrix["presets"]:
-        raise ValueError(f"Unknown preset {preset!r} for {bundle.name}; expected one of {', '.join(matrix['presets'])}.")
+        raise ValueError(
+            f"Unknown preset {preset!r} for {bundle.name}; expected one of {', '.join(matrix['presets'])}."
+        )
     overlays = ["configs/train.yaml", *matrix["presets"][preset]]
     names, values = list(matrix["settings"]), list(matrix["settings"].values())
-    runs = [(variant, dict(zip(names, combo)))
-            for combo in itertools.product(*values) for variant in matrix["variants"]]
+    runs = [
+        (variant, dict(zip(names, combo, strict=True)))
+        for combo in itertools.product(*values)
+        for variant in matrix["variants"]
+    ]
     out = Path(out)
     started = time.perf_counter()
     todo = []
     for variant, settings in runs:
         folder = out / "runs" / _run_name(variant, settings)
-        overrides = {**matrix["variants"][variant], **settings, "ckpt_dir": str(folder / "models"),
-                     "output_dir": str(folder / "eval")}
+        overrides = {
+            **matrix["variants"][variant],
+            **settings,
+            "ckpt_dir": str(folder / "models"),
+            "output_dir": str(folder / "eval"),
+        }
         if evaluate_only:
             if not (folder / "models" / "model.pt").is_file():
-                raise ValueError(f"{folder} has no models/model.pt to evaluate; run the matrix without --evaluate-only.")
+                raise ValueError(
+                    f"{folder} has no models/model.pt to evaluate; run the matrix without --evaluate-only."
+                )
             todo.append((str(bundle), overlays, matrix["evaluate"], overrides, str(folder), False))
         elif force or not (folder / "eval" / "metrics.json").is_file():
             todo.append((str(bundle), overlays, matrix["evaluate"], overrides, str(folder)))
@@ -183,11 +201,27 @@ def run_matrix(bundle: str | Path, preset: str, out: str | Path, force: bool = F
         folder = out / "runs" / _run_name(variant, settings)
         mean = _means(folder / "eval")
         timing = folder / "seconds.json"
-        rows.append({"variant": variant, **settings, **{m: mean[m] for m in matrix["metrics"]},
-                     **{f"{baseline}_{m}": mean[f"{baseline}_{m}"] for m in matrix["metrics"] if f"{baseline}_{m}" in mean},
-                     "training_seconds": json.loads(timing.read_text())["training_seconds"] if timing.is_file() else None})
-    write_results(rows, matrix, out, {"bundle": bundle.name, "preset": preset, "overlays": overlays, "jobs": jobs,
-                                      "seconds": time.perf_counter() - started})
+        rows.append(
+            {
+                "variant": variant,
+                **settings,
+                **{m: mean[m] for m in matrix["metrics"]},
+                **{f"{baseline}_{m}": mean[f"{baseline}_{m}"] for m in matrix["metrics"] if f"{baseline}_{m}" in mean},
+                "training_seconds": json.loads(timing.read_text())["training_seconds"] if timing.is_file() else None,
+            }
+        )
+    write_results(
+        rows,
+        matrix,
+        out,
+        {
+            "bundle": bundle.name,
+            "preset": preset,
+            "overlays": overlays,
+            "jobs": jobs,
+            "seconds": time.perf_counter() - started,
+        },
+    )
     return rows
 
 
@@ -232,13 +266,19 @@ def write_results(rows: list[dict], matrix: dict, out: str | Path, info: dict) -
 
 
 def _markdown(rows: list[dict], matrix: dict, info: dict) -> str:
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else (
-        f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)")
+    device = (
+        torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else (f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)")
+    )
     trained = [r["training_seconds"] for r in rows if r.get("training_seconds") is not None]
-    lines = [f"Generated by `python -m common.reproduce {info['bundle']} --preset {info['preset']}` "
-             f"(configs: {', '.join(info['overlays'])}) on {device}. Training time of the {len(trained)} runs, "
-             f"summed: {sum(trained) / 60:.1f} min; this invocation: {info['seconds'] / 60:.1f} min wall clock with "
-             f"{info.get('jobs', 1)} job(s) in parallel (runs already done are skipped).", ""]
+    lines = [
+        f"Generated by `python -m common.reproduce {info['bundle']} --preset {info['preset']}` "
+        f"(configs: {', '.join(info['overlays'])}) on {device}. Training time of the {len(trained)} runs, "
+        f"summed: {sum(trained) / 60:.1f} min; this invocation: {info['seconds'] / 60:.1f} min wall clock with "
+        f"{info.get('jobs', 1)} job(s) in parallel (runs already done are skipped).",
+        "",
+    ]
     setting = next(iter(matrix["settings"]), None)
     for metric in matrix["metrics"]:
         better = "lower is better" if metric in matrix["lower_is_better"] else "higher is better"
@@ -252,15 +292,20 @@ def _markdown(rows: list[dict], matrix: dict, info: dict) -> str:
                 lines.append(f"| {_baseline_label(matrix)} | {np.mean(identity):.4f} |")
         else:
             columns = sorted({r[setting] for r in rows})
-            lines += [f"| variant \\ {setting} | " + " | ".join(str(c) for c in columns) + " |",
-                      "| --- |" + " --- |" * len(columns)]
+            lines += [
+                f"| variant \\ {setting} | " + " | ".join(str(c) for c in columns) + " |",
+                "| --- |" + " --- |" * len(columns),
+            ]
             for variant in matrix["variants"]:
                 cells = {r[setting]: r[metric] for r in rows if r["variant"] == variant}
-                lines.append(f"| {variant} | " + " | ".join(
-                    f"{cells[c]:.4f}" if c in cells else "" for c in columns) + " |")
+                lines.append(
+                    f"| {variant} | " + " | ".join(f"{cells[c]:.4f}" if c in cells else "" for c in columns) + " |"
+                )
             if identity:
-                lines.append(f"| {_baseline_label(matrix)} | {np.mean(identity):.4f} (every {setting}) |"
-                             + " |" * (len(columns) - 1))
+                lines.append(
+                    f"| {_baseline_label(matrix)} | {np.mean(identity):.4f} (every {setting}) |"
+                    + " |" * (len(columns) - 1)
+                )
         lines.append("")
     return "\n".join(lines)
 
@@ -270,7 +315,7 @@ def _figure(rows: list[dict], matrix: dict, path: Path, info: dict) -> None:
     setting = next(iter(matrix["settings"]), None)
     fig = Figure(figsize=(4.2 * len(metrics), 3.6), dpi=100)
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
-    for ax, metric in zip(axes, metrics):
+    for ax, metric in zip(axes, metrics, strict=True):
         for variant in matrix["variants"]:
             mine = [r for r in rows if r["variant"] == variant]
             if setting is None:

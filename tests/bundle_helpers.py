@@ -36,21 +36,53 @@ def bundle_command(run_id: str | None, configs: list[str], *extra: str, launcher
     Returns:
         The arguments.
     """
-    return [*(launcher or [sys.executable]), "-m", "monai.bundle", "run", *([run_id] if run_id else []),
-            "--config_file", str(configs), "--meta_file", "configs/metadata.json", "--bundle_root", ".",
-            "--logging_file", "configs/logging.conf", *extra]
+    return [
+        *(launcher or [sys.executable]),
+        "-m",
+        "monai.bundle",
+        "run",
+        *([run_id] if run_id else []),
+        "--config_file",
+        str(configs),
+        "--meta_file",
+        "configs/metadata.json",
+        "--bundle_root",
+        ".",
+        "--logging_file",
+        "configs/logging.conf",
+        *extra,
+    ]
 
 
-def bundle_run(root: Path, run_id: str | None, configs: list[str], *extra: str, launcher: list[str] | None = None) -> str:
+def bundle_run(
+    root: Path, run_id: str | None, configs: list[str], *extra: str, launcher: list[str] | None = None
+) -> str:
     """Runs ``python -m monai.bundle run [RUN_ID]`` in ``root``; fails the test on a non-zero exit.
 
     Returns:
         The combined output.
     """
-    result = subprocess.run(bundle_command(run_id, configs, *extra, launcher=launcher), cwd=root, capture_output=True,
-                            text=True, timeout=600, env=ENV)
+    result = subprocess.run(
+        bundle_command(run_id, configs, *extra, launcher=launcher),
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
+
+
+def bundle_infer(root: Path, source: Path, output_dir: Path, *overlays: str) -> str:
+    """Runs ``inference.yaml`` (with ``quick.yaml`` and ``overlays``) on ``source`` (a datalist, a
+    folder or a file) into ``output_dir``, on the CPU.
+
+    Returns:
+        The combined output.
+    """
+    configs = ["configs/inference.yaml", "configs/quick.yaml", *overlays]
+    return bundle_run(root, None, configs, "--input", str(source), "--output_dir", str(output_dir), *ON_CPU)
 
 
 def ddp_run(root: Path, configs: list[str], *extra: str, port: int) -> str:
@@ -66,8 +98,9 @@ def ddp_run(root: Path, configs: list[str], *extra: str, port: int) -> str:
     return bundle_run(root, "training", [*configs, "configs/multi_gpu_train.yaml"], *extra, *on_cpu, launcher=torchrun)
 
 
-def assert_check_and_export(root: Path, source: Path, network: torch.nn.Module, size: int = 32,
-                            in_channels: int | None = None) -> None:
+def assert_check_and_export(
+    root: Path, source: Path, network: torch.nn.Module, size: int = 32, in_channels: int | None = None
+) -> None:
     """`common.bundle check` passes on a trained bundle copy (project schema, MONAI's schema when
     ``../shared/monai`` is beside ``source``'s repository) and its TorchScript export computes
     what ``network`` loaded with ``models/model.pt`` computes."""

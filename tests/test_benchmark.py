@@ -19,15 +19,44 @@ def test_command_line_writes_json(tmp_path, monkeypatch):
     calls = {}
 
     def fake(bundle, size, batch_size, iterations, warmup, overrides, channels):
-        calls.update(bundle=bundle, size=size, batch_size=batch_size, iterations=iterations, warmup=warmup,
-                     overrides=overrides, channels=channels)
+        calls.update(
+            bundle=bundle,
+            size=size,
+            batch_size=batch_size,
+            iterations=iterations,
+            warmup=warmup,
+            overrides=overrides,
+            channels=channels,
+        )
         return {"benchmark": "train-step", "iterations_per_second": 1.5}
 
     monkeypatch.setattr("common.benchmark.train_step", fake)
-    main(["train-step", "--bundle", "reggan", "--size", "128", "--out", str(tmp_path / "b.json"),
-          "--set", "mode=pix2pix", "--set", "ngf=32", "--set", "betas=[0.9, 0.99]"])
-    assert calls == {"bundle": "reggan", "size": 128, "batch_size": 1, "iterations": 20, "warmup": 3,
-                     "overrides": {"mode": "pix2pix", "ngf": 32, "betas": [0.9, 0.99]}, "channels": 1}  # YAML values
+    main(
+        [
+            "train-step",
+            "--bundle",
+            "reggan",
+            "--size",
+            "128",
+            "--out",
+            str(tmp_path / "b.json"),
+            "--set",
+            "mode=pix2pix",
+            "--set",
+            "ngf=32",
+            "--set",
+            "betas=[0.9, 0.99]",
+        ]
+    )
+    assert calls == {
+        "bundle": "reggan",
+        "size": 128,
+        "batch_size": 1,
+        "iterations": 20,
+        "warmup": 3,
+        "overrides": {"mode": "pix2pix", "ngf": 32, "betas": [0.9, 0.99]},
+        "channels": 1,
+    }  # YAML values
     assert json.loads((tmp_path / "b.json").read_text())["iterations_per_second"] == 1.5
 
 

@@ -12,8 +12,22 @@ import pytest
 import yaml
 
 BUNDLES = sorted(p for p in (Path(__file__).resolve().parents[1] / "bundles").iterdir() if (p / "configs").is_dir())
-SHARED_TRAIN = ["imports", "bundle_root", "ckpt_dir", "output_dir", "device", "seed", "amp", "channels_last", "resume",
-                "val_interval", "save_best", "initialize", "training", "run"]
+SHARED_TRAIN = [
+    "imports",
+    "bundle_root",
+    "ckpt_dir",
+    "output_dir",
+    "device",
+    "seed",
+    "amp",
+    "channels_last",
+    "resume",
+    "val_interval",
+    "save_best",
+    "initialize",
+    "training",
+    "run",
+]
 SHARED_DDP = ["backend", "device", "train#sampler", "train#trainer#networks", "initialize", "finalize"]
 DATALIST_SIZES = {"in_channels", "out_channels", "channels", "channels_a", "channels_b", "num_classes"}
 
@@ -37,8 +51,9 @@ def test_every_bundle_trains_through_stages_and_the_shared_handlers():
         train = config(bundle, "train.yaml")
         assert train["stages"] and all(s["_target_"] == "common.engines.Stage" for s in train["stages"]), bundle.name
         assert "release_network" in train, bundle.name
-        assert train["train"]["handlers"].startswith("$common.handlers.training_handlers(@output_dir, @log_interval"), (
-            bundle.name)
+        assert train["train"]["handlers"].startswith(
+            "$common.handlers.training_handlers(@output_dir, @log_interval"
+        ), bundle.name
         assert "preprocessing" in train["train"], bundle.name  # augmentation can be set in the config
         module, name = train["train"]["trainer"]["_target_"].rsplit(".", 1)
         trainer = getattr(importlib.import_module(module), name)  # train#networks names its declared networks

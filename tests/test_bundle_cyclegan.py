@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import assert_check_and_export, bundle_run, copy_bundle, ddp_run, ON_CPU
+from bundle_helpers import assert_check_and_export, bundle_infer, bundle_run, copy_bundle, ddp_run
 
 from common.bundle import check_bundle
 from common.data.datalist import load_datalist
@@ -40,8 +40,19 @@ def test_training_writes_release_weights_and_resume_checkpoint(trained):
     network = ResnetGenerator(1, 1, **QUICK_NET)
     network.load_state_dict(state)  # a bare state_dict of G_AB
     resume = torch.load(root / "models" / "translation" / "resume.pt", map_location="cpu", weights_only=False)
-    assert {"G_AB", "G_BA", "D_A", "D_B", "optimizer_generators", "optimizer_discriminators", "lr_scheduler_generators",
-            "lr_scheduler_discriminators", "trainer", "pool_A", "pool_B"} == set(resume)
+    assert {
+        "G_AB",
+        "G_BA",
+        "D_A",
+        "D_B",
+        "optimizer_generators",
+        "optimizer_discriminators",
+        "lr_scheduler_generators",
+        "lr_scheduler_discriminators",
+        "trainer",
+        "pool_A",
+        "pool_B",
+    } == set(resume)
     assert resume["trainer"]["iteration"] == 3 * 6  # (2 constant + 1 decay epochs) x 6 iterations
     for key in resume["G_AB"]:
         assert torch.equal(resume["G_AB"][key], state[key])
@@ -82,8 +93,7 @@ def test_evaluation_scores_against_the_references(trained):
 def test_inference_translates_with_the_inputs_geometry(trained, tmp_path):
     root, _ = trained
     source = root / "data" / "abdomen_32" / "source" / "images"
-    bundle_run(root, None, ["configs/inference.yaml", "configs/quick.yaml"],
-               "--input", str(source), "--output_dir", str(tmp_path), *ON_CPU)
+    bundle_infer(root, source, tmp_path)
     inputs = sorted(source.glob("*.nii.gz"))
     outputs = sorted(tmp_path.glob("*_trans.nii.gz"))
     assert [o.name.replace("_trans", "") for o in outputs] == [i.name for i in inputs]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import assert_check_and_export, bundle_command, bundle_run, copy_bundle, ddp_run, ENV, ON_CPU
+from bundle_helpers import ENV, assert_check_and_export, bundle_command, bundle_infer, bundle_run, copy_bundle, ddp_run
 from monai.networks.nets import BasicUNet
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -29,16 +29,16 @@ from common.reproduce import run_matrix
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "mi2gan"
 QUICK = ["configs/train.yaml", "configs/quick.yaml"]
 DATA = "polyp_32_10"  # quick.yaml's dataset folder
-ITERATIONS = 2 * 4    # quick.yaml: 2 epochs of 4 iterations
+ITERATIONS = 2 * 4  # quick.yaml: 2 epochs of 4 iterations
 MI2GAN_NETWORKS = {"G_AB", "G_BA", "D_A", "D_B", "Enc_A", "Dec_A", "Enc_B", "Dec_B", "D_MI"}
 
 
 def quick_pipeline(translate: bool = True) -> TranslateThenSegment:
     """quick.yaml's networks."""
     translator = ResnetGenerator(3, 3, ngf=8, n_blocks=2) if translate else None
-    return TranslateThenSegment(translator, BasicUNet(spatial_dims=2, in_channels=3, out_channels=2,
-                                                      features=(8, 8, 16, 16, 32, 8)))
-
+    return TranslateThenSegment(
+        translator, BasicUNet(spatial_dims=2, in_channels=3, out_channels=2, features=(8, 8, 16, 16, 32, 8))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +56,17 @@ def test_training_writes_the_pipeline_and_a_resume_checkpoint(trained):
     segmenter = torch.load(root / "models" / "segmenter.pt", map_location="cpu", weights_only=True)
     assert all(torch.equal(segmenter[k], state[f"segmenter.{k}"]) for k in segmenter)
     resume = torch.load(root / "models" / "translation" / "resume.pt", map_location="cpu", weights_only=False)
-    assert set(resume) == MI2GAN_NETWORKS | {"optimizer_generators", "optimizer_discriminators", "optimizer_content",
-                                             "pool_A", "pool_B", "trainer", "lr_scheduler_generators",
-                                             "lr_scheduler_discriminators", "lr_scheduler_content"}
+    assert set(resume) == MI2GAN_NETWORKS | {
+        "optimizer_generators",
+        "optimizer_discriminators",
+        "optimizer_content",
+        "pool_A",
+        "pool_B",
+        "trainer",
+        "lr_scheduler_generators",
+        "lr_scheduler_discriminators",
+        "lr_scheduler_content",
+    }
     assert resume["trainer"]["iteration"] == ITERATIONS
     assert all(torch.equal(resume["G_AB"][k], state[f"translator.{k}"]) for k in resume["G_AB"])
     # The segmenter stage ran first, then eq. 7 with its DV and distillation terms.
@@ -83,12 +91,15 @@ def matrix(trained, tmp_path_factory):
     return out, run_matrix(root, "quick", out)
 
 
-@pytest.mark.parametrize("method, networks", [
-    ("direct", None),
-    ("cyclegan", {"G_AB", "G_BA", "D_A", "D_B"}),
-    ("mi2gan_no_dmi", MI2GAN_NETWORKS - {"D_MI"}),
-    ("mi2gan", MI2GAN_NETWORKS),
-])
+@pytest.mark.parametrize(
+    "method, networks",
+    [
+        ("direct", None),
+        ("cyclegan", {"G_AB", "G_BA", "D_A", "D_B"}),
+        ("mi2gan_no_dmi", MI2GAN_NETWORKS - {"D_MI"}),
+        ("mi2gan", MI2GAN_NETWORKS),
+    ],
+)
 def test_every_method_trains_from_the_method_id(matrix, method, networks):
     models = matrix[0] / "runs" / method / "models"
     state = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
@@ -119,8 +130,9 @@ def test_a_run_killed_in_stage_2_resumes_stage_2(trained, tmp_path):
     longer = ("--epoch_length", "60")  # 2 epochs of 60 iterations: time to kill it in between
     checkpoint = root / "models" / "translation" / "resume.pt"
     output = open(tmp_path / "killed.log", "w")
-    process = subprocess.Popen(bundle_command("training", QUICK, *longer), cwd=root, env=ENV, stdout=output,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        bundle_command("training", QUICK, *longer), cwd=root, env=ENV, stdout=output, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 300
         while not checkpoint.is_file() and process.poll() is None and time.monotonic() < deadline:
@@ -129,8 +141,9 @@ def test_a_run_killed_in_stage_2_resumes_stage_2(trained, tmp_path):
     finally:
         process.wait()
         output.close()
-    assert process.returncode == -signal.SIGKILL, "the run ended before it was killed:\n" + (
-        tmp_path / "killed.log").read_text()[-3000:]
+    assert process.returncode == -signal.SIGKILL, (
+        "the run ended before it was killed:\n" + (tmp_path / "killed.log").read_text()[-3000:]
+    )
     killed_at = torch.load(checkpoint, map_location="cpu", weights_only=False)["trainer"]["iteration"]
     assert 60 <= killed_at < 120 and not (root / "models" / "model.pt").exists()  # killed in stage 2, no release yet
 
@@ -158,7 +171,9 @@ def test_target_labels_are_never_read(tmp_path, synthetic):
     root = copy_bundle(tmp_path / "bundle", BUNDLE)
     log = bundle_run(root, "training", QUICK, "--datalist", str(poisoned))
     assert (root / "models" / "model.pt").is_file() and not (root / "data").exists()
-    with pytest.raises(AssertionError, match="unable to load .*corrupt_label.png"):  # evaluation reads them: the poison works
+    with pytest.raises(
+        AssertionError, match="unable to load .*corrupt_label.png"
+    ):  # evaluation reads them: the poison works
         bundle_run(root, "evaluating", [*QUICK, "configs/evaluate.yaml"], "--datalist", str(poisoned))
     assert "MI_A:" in log
 
@@ -177,7 +192,9 @@ def test_evaluation_scores_translate_then_segment(trained):
     pipeline.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
     pipeline.eval()
     entry = datalist["target"]["test"][0]
-    target = domain_transform(datalist, "target", ("image", "label"))({"image": entry["image"], "label": entry["label"]})
+    target = domain_transform(datalist, "target", ("image", "label"))(
+        {"image": entry["image"], "label": entry["label"]}
+    )
     reference = domain_transform(datalist, "source", ("image",))({"image": entry["reference"]})["image"]
     label = np.asarray(target["label"][0]).round().astype(int)
     with torch.no_grad():
@@ -191,7 +208,9 @@ def test_evaluation_scores_translate_then_segment(trained):
             assert row[f"{prefix}{metric}"] == pytest.approx(expected["mean"][metric])
             assert row[f"{prefix}{metric}_polyp"] == pytest.approx(expected["per_class"]["polyp"][metric])
     assert metrics["mean"]["dice"] == pytest.approx(np.mean([r["dice"] for r in metrics["per_volume"]]))
-    assert metrics["std"]["no_adaptation_dice"] == pytest.approx(np.std([r["no_adaptation_dice"] for r in metrics["per_volume"]]))
+    assert metrics["std"]["no_adaptation_dice"] == pytest.approx(
+        np.std([r["no_adaptation_dice"] for r in metrics["per_volume"]])
+    )
     csv_rows = (root / "eval" / "metrics.csv").read_text().splitlines()
     assert csv_rows[0].startswith("volume,dice,assd,hd95,dice_polyp") and csv_rows[-2].startswith("mean,")
     for figure in ("metrics.png", "examples.png"):
@@ -211,8 +230,7 @@ def test_evaluation_scores_translate_then_segment(trained):
 def test_inference_writes_label_maps(trained, tmp_path):
     root, _ = trained
     datalist_path = root / "data" / DATA / "datalist.json"
-    bundle_run(root, None, ["configs/inference.yaml", "configs/quick.yaml"],
-               "--input", str(datalist_path), "--output_dir", str(tmp_path), *ON_CPU)
+    bundle_infer(root, datalist_path, tmp_path)
     datalist = load_datalist(datalist_path)
     inputs = [Path(e["image"]) for e in datalist["target"]["test"]]  # the target centre's test images
     outputs = sorted(tmp_path.glob("*_seg.png"))
@@ -230,8 +248,7 @@ def test_inference_writes_label_maps(trained, tmp_path):
 def test_translate_config_uses_the_translator_only(trained, tmp_path):
     root, _ = trained
     datalist_path = root / "data" / DATA / "datalist.json"
-    bundle_run(root, None, ["configs/inference.yaml", "configs/quick.yaml", "configs/translate.yaml"],
-               "--input", str(datalist_path), "--output_dir", str(tmp_path))
+    bundle_infer(root, datalist_path, tmp_path, "configs/translate.yaml")
     datalist = load_datalist(datalist_path)
     first = Path(datalist["target"]["test"][0]["image"])
     written = np.asarray(Image.open(tmp_path / first.name.replace(".png", "_trans.png"))).astype(float)

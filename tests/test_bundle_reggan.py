@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import assert_check_and_export, bundle_run, copy_bundle, ddp_run, ON_CPU
+from bundle_helpers import assert_check_and_export, bundle_infer, bundle_run, copy_bundle, ddp_run
 
 from common.data.datalist import load_datalist
 from common.data.datasets import PairedDataset, paired_dataset
@@ -27,7 +27,6 @@ QUICK = ["configs/train.yaml", "configs/quick.yaml"]
 QUICK_NET = {"ngf": 8, "n_blocks": 2}  # quick.yaml's generator
 DATA = "brain_32_10"  # quick.yaml's dataset folder
 ITERATIONS = 2 * 4  # quick.yaml: 2 epochs of 4 iterations
-
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +51,14 @@ def test_training_writes_release_weights_and_resume_checkpoint(trained):
     assert (root / "eval" / "images_latest.png").is_file()
 
 
-@pytest.mark.parametrize("mode, networks", [
-    ("pix2pix", {"G_AB", "D_B"}),
-    ("cyclegan", {"G_AB", "G_BA", "D_A", "D_B", "pool_A", "pool_B"}),
-    ("cyclegan_r", {"G_AB", "G_BA", "R", "D_A", "D_B", "pool_A", "pool_B"}),
-])
+@pytest.mark.parametrize(
+    "mode, networks",
+    [
+        ("pix2pix", {"G_AB", "D_B"}),
+        ("cyclegan", {"G_AB", "G_BA", "D_A", "D_B", "pool_A", "pool_B"}),
+        ("cyclegan_r", {"G_AB", "G_BA", "R", "D_A", "D_B", "pool_A", "pool_B"}),
+    ],
+)
 def test_every_mode_trains_from_the_mode_id(trained, tmp_path, mode, networks):
     root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
     log = bundle_run(root, "training", QUICK, "--mode", mode, "--noise_level", "2", "--save_best", "true")
@@ -72,12 +74,18 @@ def test_every_mode_trains_from_the_mode_id(trained, tmp_path, mode, networks):
     # references; models/model_best.pt holds G_AB at the best epoch, whose PSNR recomputed here
     # (mean over images of 10 log10(2^2 / MSE)) is the logged best.
     assert log.count("Metrics -- val_psnr: ") == 2
-    best = float(re.search(r"Key metric: val_psnr best value: ([0-9.]+) at epoch: \d", log.split("Epoch[2] Metrics")[1]).group(1))
+    best = float(
+        re.search(r"Key metric: val_psnr best value: ([0-9.]+) at epoch: \d", log.split("Epoch[2] Metrics")[1]).group(1)
+    )
     generator = ResnetGenerator(1, 1, **QUICK_NET)
     generator.load_state_dict(torch.load(root / "models" / "model_best.pt", map_location="cpu", weights_only=True))
-    pairs = paired_dataset(load_datalist(root / "data" / DATA / "datalist.json"), "validation", keys=("image", "reference"))
+    pairs = paired_dataset(
+        load_datalist(root / "data" / DATA / "datalist.json"), "validation", keys=("image", "reference")
+    )
     with torch.no_grad():
-        scores = [10 * torch.log10(4 / (generator.eval()(p["image"][None])[0] - p["reference"]).pow(2).mean()) for p in pairs]
+        scores = [
+            10 * torch.log10(4 / (generator.eval()(p["image"][None])[0] - p["reference"]).pow(2).mean()) for p in pairs
+        ]
     assert float(torch.stack(scores).mean()) == pytest.approx(best, rel=1e-4)
 
 
@@ -115,8 +123,7 @@ def test_evaluation_scores_against_the_aligned_references(trained):
 def test_inference_uses_the_generator_only(trained, tmp_path):
     root, _ = trained
     datalist_path = root / "data" / DATA / "datalist.json"
-    bundle_run(root, None, ["configs/inference.yaml", "configs/quick.yaml"],
-               "--input", str(datalist_path), "--output_dir", str(tmp_path), *ON_CPU)
+    bundle_infer(root, datalist_path, tmp_path)
     datalist = load_datalist(datalist_path)
     inputs = [Path(e["image"]) for e in datalist["paired"]["test"]]  # a paired datalist: its T1 test images
     outputs = sorted(tmp_path.glob("*_trans.nii.gz"))

@@ -59,10 +59,11 @@ def edit(datalist, change):
         (lambda d: d["source"].update(training=[]), r"source.training: empty split"),
         (lambda d: d["target"].update(testing=[{"image": "x"}]), r"target.testing: unknown split"),
         (lambda d: d["source"]["training"][0].pop("image"), r"source.training\[0\]: an entry must be an object"),
-        (lambda d: d["source"]["training"][1].update(label="missing.nii.gz"),
-         r"source.training\[1\].label: file not found: .*missing.nii.gz"),
-        (lambda d: d["target"]["test"][0].update(image="source"),  # a folder: taken as a DICOM series
-         None),
+        (
+            lambda d: d["source"]["training"][1].update(label="missing.nii.gz"),
+            r"source.training\[1\].label: file not found: .*missing.nii.gz",
+        ),
+        (lambda d: d["target"]["test"][0].update(image="source"), None),  # a folder: taken as a DICOM series
     ],
 )
 def test_layout_errors(dataset, change, pattern):
@@ -94,20 +95,36 @@ def replace_image(path, relative, array, spacing=(1.0, 1.0, 1.0)):
 @pytest.mark.parametrize(
     "corrupt,pattern",
     [
-        (lambda p, e: (p.parent / e["image"]).write_bytes(b"garbage"),
-         r"source.training\[0\]: Could not read `image` image .*training_000.nii.gz"),
-        (lambda p, e: replace_image(p, e["label"], np.zeros((5, 5, 5), np.uint8)),
-         r"source.training\[0\].label: .* has shape \(5, 5, 5\) .* spatial shape \(24, 24, 12\)"),
-        (lambda p, e: replace_image(p, e["label"], np.full((24, 24, 12), 7, np.uint8)),
-         r"source.training\[0\].label: .* has values \[7\] that are not declared"),
-        (lambda p, e: nib.save(nib.Nifti1Image(np.zeros((24, 24, 12, 2), np.float32), np.eye(4)), p.parent / e["image"]),
-         r"source.training\[0\].image: .* has 2 channels, expected 1"),
-        (lambda p, e: replace_image(p, e["image"], np.zeros((24, 24), np.float32), (1.0, 1.0)),
-         r"source.training\[0\].image: .* has 2 spatial dimensions, expected 3"),
-        (lambda p, e: replace_image(p, e["image"], np.full((24, 24, 12), np.nan, np.float32)),
-         r"source.training\[0\].image: .* contains NaN"),
-        (lambda p, e: replace_image(p, e["label"], np.full((24, 24, 12), 0.5, np.float32)),
-         r"source.training\[0\].label: .* has non-integer values"),
+        (
+            lambda p, e: (p.parent / e["image"]).write_bytes(b"garbage"),
+            r"source.training\[0\]: Could not read `image` image .*training_000.nii.gz",
+        ),
+        (
+            lambda p, e: replace_image(p, e["label"], np.zeros((5, 5, 5), np.uint8)),
+            r"source.training\[0\].label: .* has shape \(5, 5, 5\) .* spatial shape \(24, 24, 12\)",
+        ),
+        (
+            lambda p, e: replace_image(p, e["label"], np.full((24, 24, 12), 7, np.uint8)),
+            r"source.training\[0\].label: .* has values \[7\] that are not declared",
+        ),
+        (
+            lambda p, e: nib.save(
+                nib.Nifti1Image(np.zeros((24, 24, 12, 2), np.float32), np.eye(4)), p.parent / e["image"]
+            ),
+            r"source.training\[0\].image: .* has 2 channels, expected 1",
+        ),
+        (
+            lambda p, e: replace_image(p, e["image"], np.zeros((24, 24), np.float32), (1.0, 1.0)),
+            r"source.training\[0\].image: .* has 2 spatial dimensions, expected 3",
+        ),
+        (
+            lambda p, e: replace_image(p, e["image"], np.full((24, 24, 12), np.nan, np.float32)),
+            r"source.training\[0\].image: .* contains NaN",
+        ),
+        (
+            lambda p, e: replace_image(p, e["label"], np.full((24, 24, 12), 0.5, np.float32)),
+            r"source.training\[0\].label: .* has non-integer values",
+        ),
     ],
 )
 def test_image_errors(dataset, corrupt, pattern):

@@ -34,8 +34,9 @@ def test_unpaired_dataset_visits_every_source_and_draws_targets():
 def test_unpaired_dataset_on_a_datalist_never_sees_target_labels(synthetic):
     datalist = load_datalist(synthetic("abdomen", size=24, subjects=4))
     source = CacheDataset(datalist["source"]["training"], domain_transform(datalist, "source"), progress=False)
-    target = CacheDataset(datalist["target"]["training"], domain_transform(datalist, "target", ("image",)),
-                          progress=False)
+    target = CacheDataset(
+        datalist["target"]["training"], domain_transform(datalist, "target", ("image",)), progress=False
+    )
     batch = next(iter(DataLoader(UnpairedDataset(source, target), batch_size=2)))
     assert not any(key.startswith("target_label") for key in batch)
     assert batch["source_image"].shape == batch["target_image"].shape == (2, 1, 24, 24, 12)
@@ -70,8 +71,9 @@ def test_paired_dataset_misaligns_both_images_independently():
 
 def test_slices_round_trip_exactly_through_a_shuffled_loader():
     set_determinism(seed=0)
-    volumes = [{"image": torch.randn(2, 5, 4, depth), "label": torch.randint(0, 3, (1, 5, 4, depth))}
-               for depth in (3, 7, 1)]
+    volumes = [
+        {"image": torch.randn(2, 5, 4, depth), "label": torch.randint(0, 3, (1, 5, 4, depth))} for depth in (3, 7, 1)
+    ]
     dataset = SliceDataset(volumes)
     assert len(dataset) == 11
     item = dataset[4]

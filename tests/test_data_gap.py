@@ -11,8 +11,21 @@ from common.data.synthetic import generate, main
 
 
 def test_polyp_gap_through_the_command_line(tmp_path, capsys):
-    main(["--task", "polyp", "--out", str(tmp_path), "--size", "32", "--subjects", "20",
-          "--measure-gap", "--iterations", "150"])
+    main(
+        [
+            "--task",
+            "polyp",
+            "--out",
+            str(tmp_path),
+            "--size",
+            "32",
+            "--subjects",
+            "20",
+            "--measure-gap",
+            "--iterations",
+            "150",
+        ]
+    )
     result = json.loads(capsys.readouterr().out)
     source, target = result["source_test"]["dice"], result["target_test"]["dice"]
     assert source > 0.85, result

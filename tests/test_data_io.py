@@ -12,8 +12,14 @@ from common.data.io import LoadImageByTyped, intensity_transform, reader_for, wr
 
 @pytest.mark.parametrize(
     "name,reader",
-    [("a.nii", "NibabelReader"), ("a.nii.gz", "NibabelReader"), ("a.dcm", "PydicomReader"),
-     ("a.png", "PILReader"), ("a.JPG", "PILReader"), ("a.tiff", "PILReader")],
+    [
+        ("a.nii", "NibabelReader"),
+        ("a.nii.gz", "NibabelReader"),
+        ("a.dcm", "PydicomReader"),
+        ("a.png", "PILReader"),
+        ("a.JPG", "PILReader"),
+        ("a.tiff", "PILReader"),
+    ],
 )
 def test_reader_for(tmp_path, name, reader):
     (tmp_path / name).write_bytes(b"")
@@ -113,4 +119,9 @@ def test_image_stem():
     from common.data.io import image_stem
 
     assert [image_stem(p) for p in ("a/ct.nii.gz", "b.PNG", "series_dir", "x.nii", "s.dcm")] == [
-        "ct", "b", "series_dir", "x", "s"]
+        "ct",
+        "b",
+        "series_dir",
+        "x",
+        "s",
+    ]

@@ -13,7 +13,13 @@ from PIL import Image
 
 from common.data.datalist import load_datalist
 from common.data.phantoms import (
-    ABDOMEN_CT, ABDOMEN_MR, CARDIAC_CT, CARDIAC_MR, brain_anatomy, misalign, render_brain,
+    ABDOMEN_CT,
+    ABDOMEN_MR,
+    CARDIAC_CT,
+    CARDIAC_MR,
+    brain_anatomy,
+    misalign,
+    render_brain,
 )
 from common.data.synthetic import ensure_dataset, generate, main, split_sizes
 
@@ -46,7 +52,13 @@ def test_3d_layout_geometry_and_labels(synthetic):
     path = synthetic("abdomen", size=32, subjects=5)
     datalist = json.loads(path.read_text())
     assert datalist["tensor_dim"] == 3
-    assert datalist["labels"] == {"0": "background", "1": "liver", "2": "right_kidney", "3": "left_kidney", "4": "spleen"}
+    assert datalist["labels"] == {
+        "0": "background",
+        "1": "liver",
+        "2": "right_kidney",
+        "3": "left_kidney",
+        "4": "spleen",
+    }
     assert [len(datalist["source"][s]) for s in ("training", "validation", "test")] == [3, 1, 1]
     assert all(set(e) == {"image"} for e in datalist["target"]["training"])  # no target training labels
     assert all(set(e) == {"image"} for e in datalist["target"]["validation"])
@@ -92,7 +104,7 @@ def test_brain_pairs_and_misalignment_levels(synthetic):
     assert "source" not in aligned and set(aligned["paired"]) == {"training", "validation", "test"}
     for entry in aligned["paired"]["training"]:
         assert entry["target"] == entry["reference"]
-    for a, m in zip(aligned["paired"]["training"], moved["paired"]["training"]):
+    for a, m in zip(aligned["paired"]["training"], moved["paired"]["training"], strict=True):
         t1_a, t1_m = (np.asarray(nib.load(e["image"]).dataobj) for e in (a, m))
         np.testing.assert_array_equal(t1_a, t1_m)  # same subjects for every level
         reference, target = (np.asarray(nib.load(m[k]).dataobj) for k in ("reference", "target"))
@@ -104,8 +116,10 @@ def test_brain_contrast_follows_t1_and_t2_weighting():
     rng = np.random.default_rng(0)
     anatomy = brain_anatomy(64, rng)
     t1, t2 = render_brain(anatomy, "t1", rng), render_brain(anatomy, "t2", rng)
-    mean = {name: (t1[anatomy.tissue == v].mean(), t2[anatomy.tissue == v].mean())
-            for v, name in ((3, "csf"), (4, "gm"), (5, "wm"))}
+    mean = {
+        name: (t1[anatomy.tissue == v].mean(), t2[anatomy.tissue == v].mean())
+        for v, name in ((3, "csf"), (4, "gm"), (5, "wm"))
+    }
     assert mean["wm"][0] > mean["gm"][0] > mean["csf"][0]  # T1
     assert mean["csf"][1] > mean["gm"][1] > mean["wm"][1]  # T2
     assert t1[anatomy.tissue == 0].max() == 0

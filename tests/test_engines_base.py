@@ -29,21 +29,26 @@ class Autoencoder(MultiNetworkTrainer):
         image = self.prepare(batchdata["image"])
         reconstruction = self.networks["decoder"](self.networks["encoder"](image))
         losses = {"reconstruction": (reconstruction - image).abs().mean()}
-        return {"loss": self.step("autoencoder", losses["reconstruction"], losses),
-                "images": {"image": image, "reconstruction": reconstruction.detach()}}
+        return {
+            "loss": self.step("autoencoder", losses["reconstruction"], losses),
+            "images": {"image": image, "reconstruction": reconstruction.detach()},
+        }
 
 
 def networks():
     torch.manual_seed(0)
-    return {"encoder": nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()),
-            "decoder": nn.Conv2d(4, 1, 3, padding=1)}
+    return {
+        "encoder": nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()),
+        "decoder": nn.Conv2d(4, 1, 3, padding=1),
+    }
 
 
 def make(nets=None, optimizers=None, max_epochs=2, batches=3, **options):
     nets = nets or networks()
     if optimizers is None:
-        optimizers = {"autoencoder": torch.optim.Adam([*nets["encoder"].parameters(), *nets["decoder"].parameters()],
-                                                      1e-3)}
+        optimizers = {
+            "autoencoder": torch.optim.Adam([*nets["encoder"].parameters(), *nets["decoder"].parameters()], 1e-3)
+        }
     data = [{"image": torch.rand(2, 1, 8, 8) * 2 - 1} for _ in range(batches)]
     return Autoencoder("cpu", max_epochs, data, nets, optimizers, **options)
 
@@ -62,7 +67,9 @@ def test_a_declared_trainer_trains_and_checkpoints_itself():
 def test_learning_rate_follows_the_schedule():
     trainer = make(max_epochs=3, lr_schedule=lambda optimizer: linear_decay(optimizer, 1, 2))
     rates = []
-    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: rates.append(e.optimizers["autoencoder"].param_groups[0]["lr"]))
+    trainer.add_event_handler(
+        Events.EPOCH_STARTED, lambda e: rates.append(e.optimizers["autoencoder"].param_groups[0]["lr"])
+    )
     trainer.run()
     assert rates == pytest.approx([1e-3, 1e-3 * 2 / 3, 1e-3 * 1 / 3])  # constant 1, then linear decay over 2
 
@@ -78,22 +85,43 @@ def test_networks_are_in_train_mode_at_every_iteration():
     trainer = make(max_epochs=1)
     modes = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: modes.append(e.networks["encoder"].training))
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: e.networks["encoder"].eval())  # e.g. a validation run
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: e.networks["encoder"].eval()
+    )  # e.g. a validation run
     trainer.run()
     assert modes == [True, True, True]
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda n, o: n.pop("decoder"), "Autoencoder: missing network 'decoder' in `networks`; expected encoder, decoder"),
-    (lambda n, o: n.update(critic=nn.Linear(1, 1)), "unknown or unused network 'critic' in `networks`; expected encoder, decoder"),
-    (lambda n, o: o.clear(), "missing optimizer 'autoencoder' in `optimizers`; expected autoencoder"),
-    (lambda n, o: o.update(other=torch.optim.SGD(n["encoder"].parameters(), 0.1)), "unknown or unused optimizer 'other'"),
-    (lambda n, o: o.update(autoencoder=torch.optim.SGD(n["encoder"].parameters(), 0.1)),
-     "optimizer 'autoencoder' must hold exactly the parameters of encoder, decoder; it misses some of them"),
-    (lambda n, o: o.update(autoencoder=torch.optim.SGD([*n["encoder"].parameters(), *n["decoder"].parameters(),
-                                                        nn.Parameter(torch.zeros(1))], 0.1)),
-     "holds parameters of other networks"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda n, o: n.pop("decoder"),
+            "Autoencoder: missing network 'decoder' in `networks`; expected encoder, decoder",
+        ),
+        (
+            lambda n, o: n.update(critic=nn.Linear(1, 1)),
+            "unknown or unused network 'critic' in `networks`; expected encoder, decoder",
+        ),
+        (lambda n, o: o.clear(), "missing optimizer 'autoencoder' in `optimizers`; expected autoencoder"),
+        (
+            lambda n, o: o.update(other=torch.optim.SGD(n["encoder"].parameters(), 0.1)),
+            "unknown or unused optimizer 'other'",
+        ),
+        (
+            lambda n, o: o.update(autoencoder=torch.optim.SGD(n["encoder"].parameters(), 0.1)),
+            "optimizer 'autoencoder' must hold exactly the parameters of encoder, decoder; it misses some of them",
+        ),
+        (
+            lambda n, o: o.update(
+                autoencoder=torch.optim.SGD(
+                    [*n["encoder"].parameters(), *n["decoder"].parameters(), nn.Parameter(torch.zeros(1))], 0.1
+                )
+            ),
+            "holds parameters of other networks",
+        ),
+    ],
+)
 def test_the_config_is_checked_against_the_declaration(change, message):
     nets = networks()
     optimizers = {"autoencoder": torch.optim.Adam([*nets["encoder"].parameters(), *nets["decoder"].parameters()])}

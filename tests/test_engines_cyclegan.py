@@ -27,13 +27,22 @@ def make_trainer(batches, lambda_identity=0.5, max_epochs=1):
     d_a, d_b = (PatchDiscriminator(2, 4, 1, num_layers_d=2, norm="INSTANCE") for _ in range(2))
     opt_g = torch.optim.Adam(list(g_ab.parameters()) + list(g_ba.parameters()), 2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(list(d_a.parameters()) + list(d_b.parameters()), 2e-4, betas=(0.5, 0.999))
-    return CycleGANTrainer("cpu", max_epochs, batches, {"G_AB": g_ab, "G_BA": g_ba, "D_A": d_a, "D_B": d_b},
-                           {"generators": opt_g, "discriminators": opt_d}, lambda_identity=lambda_identity)
+    return CycleGANTrainer(
+        "cpu",
+        max_epochs,
+        batches,
+        {"G_AB": g_ab, "G_BA": g_ba, "D_A": d_a, "D_B": d_b},
+        {"generators": opt_g, "discriminators": opt_d},
+        lambda_identity=lambda_identity,
+    )
 
 
 def batch(value=None):
-    images = {"source_image": torch.rand(2, 1, 16, 16) * 2 - 1, "target_image": torch.rand(2, 1, 16, 16) * 2 - 1,
-              "target_label": torch.zeros(2, 1, 16, 16)}
+    images = {
+        "source_image": torch.rand(2, 1, 16, 16) * 2 - 1,
+        "target_image": torch.rand(2, 1, 16, 16) * 2 - 1,
+        "target_label": torch.zeros(2, 1, 16, 16),
+    }
     if value is not None:
         images["source_image"][:] = value
     return NoTargetLabels(images)

@@ -48,17 +48,26 @@ class RecordingCritic(nn.Module):
 def make_trainer(method="mi2gan", critic=None, **options):
     torch.manual_seed(0)
     uses = MI2GANTrainer.networks_for(method)
-    networks = {"G_AB": ResnetGenerator(3, 3, ngf=4, n_blocks=1), "G_BA": ResnetGenerator(3, 3, ngf=4, n_blocks=1),
-                "D_A": PatchDiscriminator(2, 4, 3, num_layers_d=2, norm="INSTANCE"),
-                "D_B": PatchDiscriminator(2, 4, 3, num_layers_d=2, norm="INSTANCE")}
+    networks = {
+        "G_AB": ResnetGenerator(3, 3, ngf=4, n_blocks=1),
+        "G_BA": ResnetGenerator(3, 3, ngf=4, n_blocks=1),
+        "D_A": PatchDiscriminator(2, 4, 3, num_layers_d=2, norm="INSTANCE"),
+        "D_B": PatchDiscriminator(2, 4, 3, num_layers_d=2, norm="INSTANCE"),
+    }
     if "Enc_A" in uses:
-        networks.update(Enc_A=ContentEncoder(3, 2), Dec_A=ContentDecoder(3, 2), Enc_B=ContentEncoder(3, 2),
-                        Dec_B=ContentDecoder(3, 2))
+        networks.update(
+            Enc_A=ContentEncoder(3, 2),
+            Dec_A=ContentDecoder(3, 2),
+            Enc_B=ContentEncoder(3, 2),
+            Dec_B=ContentDecoder(3, 2),
+        )
     if "D_MI" in uses:
         critic = critic or PooledPatchDiscriminator(2, num_layers_d=1, channels=4, in_channels=16, norm="INSTANCE")
         networks["D_MI"] = MutualInformationEstimator(critic)
-    opt = lambda *names: torch.optim.Adam(parameters(*(networks.get(n) for n in names)), 2e-4,  # noqa: E731
-                                          betas=(0.5, 0.999))
+
+    def opt(*names):
+        return torch.optim.Adam(parameters(*(networks.get(n) for n in names)), 2e-4, betas=(0.5, 0.999))
+
     optimizers = {"generators": opt("G_AB", "G_BA"), "discriminators": opt("D_A", "D_B")}
     if "Enc_A" in uses:
         optimizers["content"] = opt("Enc_A", "Dec_A", "Enc_B", "Dec_B", "D_MI")
@@ -67,8 +76,9 @@ def make_trainer(method="mi2gan", critic=None, **options):
 
 def batch():
     torch.manual_seed(1)
-    return NoTargetLabels({"target_image": torch.rand(2, 3, 32, 32) * 2 - 1,
-                           "source_image": torch.rand(2, 3, 32, 32) * 2 - 1})
+    return NoTargetLabels(
+        {"target_image": torch.rand(2, 3, 32, 32) * 2 - 1, "source_image": torch.rand(2, 3, 32, 32) * 2 - 1}
+    )
 
 
 def run_iteration(trainer, data=None):
@@ -110,7 +120,9 @@ def test_translate_then_segment_returns_the_label_map():
             return torch.cat([torch.full_like(x[:, :1], 0.5), x[:, :1]], dim=1)
 
     x = torch.tensor([[[[-1.0, 0.0], [-0.2, 0.9]]]])
-    torch.testing.assert_close(TranslateThenSegment(Shift(), Threshold())(x), torch.tensor([[[[0.0, 1.0], [1.0, 1.0]]]]))
+    torch.testing.assert_close(
+        TranslateThenSegment(Shift(), Threshold())(x), torch.tensor([[[[0.0, 1.0], [1.0, 1.0]]]])
+    )
     torch.testing.assert_close(TranslateThenSegment(None, Threshold())(x), torch.tensor([[[[0.0, 0.0], [0.0, 1.0]]]]))
     assert TranslateThenSegment(None, Threshold(), return_logits=True)(x).shape == (1, 2, 2, 2)
     pipeline = TranslateThenSegment(ResnetGenerator(3, 3, ngf=2, n_blocks=1), nn.Conv2d(3, 2, 1))
@@ -123,7 +135,9 @@ def test_translate_then_segment_returns_the_label_map():
 def test_networks_for_each_method():
     assert MI2GANTrainer.networks_for("direct") == ()
     assert set(MI2GANTrainer.networks_for("cyclegan")) == {"G_AB", "G_BA", "D_A", "D_B"}
-    assert "Enc_A" in MI2GANTrainer.networks_for("mi2gan_no_dmi") and "D_MI" not in MI2GANTrainer.networks_for("mi2gan_no_dmi")
+    assert "Enc_A" in MI2GANTrainer.networks_for("mi2gan_no_dmi") and "D_MI" not in MI2GANTrainer.networks_for(
+        "mi2gan_no_dmi"
+    )
     assert set(MI2GANTrainer.networks_for("mi2gan")) == set(MI2GANTrainer.NETWORKS)
     with pytest.raises(ValueError, match="Unknown MI2GANTrainer variant 'mi2'; expected one of direct, cyclegan"):
         MI2GANTrainer.networks_for("mi2")
@@ -141,9 +155,14 @@ def test_dmi_joint_and_marginal_pairs():
         z_a, z_b = nets["Enc_A"](real_a), nets["Enc_B"](real_b)
         z_ab, z_ba = nets["Enc_B"](nets["G_AB"](real_a)), nets["Enc_A"](nets["G_BA"](real_b))
     # The generator step's four critic calls, before any network was updated.
-    expected = [torch.cat([z_a, z_ab], 1), torch.cat([z_a, z_b], 1), torch.cat([z_b, z_ba], 1), torch.cat([z_b, z_a], 1)]
+    expected = [
+        torch.cat([z_a, z_ab], 1),
+        torch.cat([z_a, z_b], 1),
+        torch.cat([z_b, z_ba], 1),
+        torch.cat([z_b, z_a], 1),
+    ]
     assert len(critic.inputs) == 8  # 4 in the generator step, 4 in the content step
-    for seen, wanted in zip(critic.inputs[:4], expected):
+    for seen, wanted in zip(critic.inputs[:4], expected, strict=True):
         torch.testing.assert_close(seen, wanted)
     # The marginal pair differs from the joint pair only in its second half.
     assert torch.equal(critic.inputs[0][:, :8], critic.inputs[1][:, :8])
@@ -195,8 +214,11 @@ def test_generator_step_keeps_the_other_networks_fixed(monkeypatch):
             values = step(optimizer, loss, losses)
             seen.update({n: changed(before, trainer, n) for n in trainer.networks})
             seen["after_g"] = snapshot(trainer)
-            seen["grads"] = {n: any(p.grad is not None for p in trainer.networks[n].parameters())
-                             for n in trainer.networks if not n.startswith("G_")}
+            seen["grads"] = {
+                n: any(p.grad is not None for p in trainer.networks[n].parameters())
+                for n in trainer.networks
+                if not n.startswith("G_")
+            }
             return values
         return step(optimizer, loss, losses)
 
@@ -210,8 +232,22 @@ def test_generator_step_keeps_the_other_networks_fixed(monkeypatch):
     for name in ("G_AB", "G_BA"):
         assert not changed(seen["after_g"], trainer, name)
     losses = output["loss"]
-    assert {"G_AB", "G_BA", "cycle_A", "cycle_B", "dis_A", "dis_B", "MI_A", "MI_B", "D_A", "D_B",
-            "AE_dis_A", "AE_dis_B", "D_MI_A", "D_MI_B"} == set(losses)
+    assert {
+        "G_AB",
+        "G_BA",
+        "cycle_A",
+        "cycle_B",
+        "dis_A",
+        "dis_B",
+        "MI_A",
+        "MI_B",
+        "D_A",
+        "D_B",
+        "AE_dis_A",
+        "AE_dis_B",
+        "D_MI_A",
+        "D_MI_B",
+    } == set(losses)
     assert {"ae_rec_A", "ae_cross_B", "ae_rec_B", "ae_cross_A"} <= set(output["images"])
 
 
@@ -231,31 +267,42 @@ def test_generator_loss_is_eq7(monkeypatch):
     expected = sum(terms[k] for k in ("G_AB", "G_BA", "cycle_A", "cycle_B", "dis_A", "dis_B"))
     assert total == pytest.approx(expected - 2.0 * (terms["MI_A"] + terms["MI_B"]), rel=1e-5)
     total, terms = totals["content"]
-    assert total == pytest.approx(terms["AE_dis_A"] + terms["AE_dis_B"] - 2.0 * (terms["D_MI_A"] + terms["D_MI_B"]),
-                                  rel=1e-5)
+    assert total == pytest.approx(
+        terms["AE_dis_A"] + terms["AE_dis_B"] - 2.0 * (terms["D_MI_A"] + terms["D_MI_B"]), rel=1e-5
+    )
 
 
-@pytest.mark.parametrize("method, networks, optimizers", [
-    ("cyclegan", {"G_AB", "G_BA", "D_A", "D_B"}, {"generators", "discriminators"}),
-    ("mi2gan_no_dmi", {"G_AB", "G_BA", "D_A", "D_B", "Enc_A", "Dec_A", "Enc_B", "Dec_B"},
-     {"generators", "discriminators", "content"}),
-])
+@pytest.mark.parametrize(
+    "method, networks, optimizers",
+    [
+        ("cyclegan", {"G_AB", "G_BA", "D_A", "D_B"}, {"generators", "discriminators"}),
+        (
+            "mi2gan_no_dmi",
+            {"G_AB", "G_BA", "D_A", "D_B", "Enc_A", "Dec_A", "Enc_B", "Dec_B"},
+            {"generators", "discriminators", "content"},
+        ),
+    ],
+)
 def test_ablations(method, networks, optimizers):
     trainer = make_trainer(method)
     assert set(trainer.networks) == networks and set(trainer.optimizers) == optimizers
     output, _ = run_iteration(trainer)
     assert not any(k.startswith(("MI", "D_MI")) for k in output["loss"])
     assert ("dis_A" in output["loss"]) == (method == "mi2gan_no_dmi")
-    assert set(trainer.checkpoint_objects()) == (networks | {f"optimizer_{o}" for o in optimizers}
-                                                 | {"pool_A", "pool_B", "trainer"})
+    assert set(trainer.checkpoint_objects()) == (
+        networks | {f"optimizer_{o}" for o in optimizers} | {"pool_A", "pool_B", "trainer"}
+    )
 
 
 def test_configuration_errors():
     trainer = make_trainer("mi2gan")
     networks, optimizers = dict(trainer.networks), dict(trainer.optimizers)
     partial = {**networks, "Dec_A": None, "Enc_B": None, "Dec_B": None, "D_MI": None}
-    with pytest.raises(ValueError, match=r"MI2GANTrainer \(mi2gan_no_dmi\): missing network 'Dec_A' in `networks`; "
-                                         "expected G_AB, G_BA, D_A, D_B, Enc_A, Dec_A, Enc_B, Dec_B"):
+    with pytest.raises(
+        ValueError,
+        match=r"MI2GANTrainer \(mi2gan_no_dmi\): missing network 'Dec_A' in `networks`; "
+        "expected G_AB, G_BA, D_A, D_B, Enc_A, Dec_A, Enc_B, Dec_B",
+    ):
         MI2GANTrainer("cpu", 1, [], partial, optimizers, method="mi2gan_no_dmi")
     with pytest.raises(ValueError, match=r"\(cyclegan\): unknown or unused network 'Enc_A'"):
         MI2GANTrainer("cpu", 1, [], networks, optimizers, method="cyclegan")

@@ -36,7 +36,7 @@ def test_known_shift_moves_the_image_by_that_shift():
     warp = make_warp()
     image = square_image()
     ddf = torch.zeros(1, 2, 24, 24)
-    ddf[:, 0] = 3.0   # rows: the output at row r samples row r + 3, so the content moves up 3 rows
+    ddf[:, 0] = 3.0  # rows: the output at row r samples row r + 3, so the content moves up 3 rows
     ddf[:, 1] = -2.0  # columns: the output at column c samples column c - 2: content moves right 2
     warped = warp(image, ddf)
     expected = torch.zeros_like(image)
@@ -133,8 +133,12 @@ class NoLabels(dict):
 
 
 def pair(value=None):
-    item = {"image": torch.rand(1, 1, 16, 16) * 2 - 1, "target": torch.rand(1, 1, 16, 16) * 2 - 1,
-            "label": torch.zeros(1, 1, 16, 16), "reference": torch.zeros(1, 1, 16, 16)}
+    item = {
+        "image": torch.rand(1, 1, 16, 16) * 2 - 1,
+        "target": torch.rand(1, 1, 16, 16) * 2 - 1,
+        "label": torch.zeros(1, 1, 16, 16),
+        "reference": torch.zeros(1, 1, 16, 16),
+    }
     if value is not None:
         item["image"][:] = value
     return NoLabels(item)
@@ -145,16 +149,21 @@ def make_trainer(mode, batches, max_epochs=1):
     cycle, register = mode in ("cyclegan", "cyclegan_r"), mode in ("reggan", "cyclegan_r")
     g_ab = ResnetGenerator(1, 1, ngf=4, n_blocks=1)
     g_ba = ResnetGenerator(1, 1, ngf=4, n_blocks=1) if cycle else None
-    d_b = PooledPatchDiscriminator(spatial_dims=2, channels=4, in_channels=2 if mode == "pix2pix" else 1,
-                                   num_layers_d=2, norm="INSTANCE")
-    d_a = PooledPatchDiscriminator(spatial_dims=2, channels=4, in_channels=1, num_layers_d=2,
-                                   norm="INSTANCE") if cycle else None
+    d_b = PooledPatchDiscriminator(
+        spatial_dims=2, channels=4, in_channels=2 if mode == "pix2pix" else 1, num_layers_d=2, norm="INSTANCE"
+    )
+    d_a = (
+        PooledPatchDiscriminator(spatial_dims=2, channels=4, in_channels=1, num_layers_d=2, norm="INSTANCE")
+        if cycle
+        else None
+    )
     r = RegistrationNetwork(channels=4, levels=2) if register else None
     opt_g = torch.optim.Adam(parameters(g_ab, g_ba, r), 1e-3, betas=(0.5, 0.999), weight_decay=1e-4)
     opt_d = torch.optim.Adam(parameters(d_a, d_b), 1e-3, betas=(0.5, 0.999), weight_decay=1e-4)
     networks = {"G_AB": g_ab, "G_BA": g_ba, "D_A": d_a, "D_B": d_b, "R": r}  # None: unused by the mode
-    return RegGANTrainer("cpu", max_epochs, batches, networks, {"generators": opt_g, "discriminators": opt_d},
-                         mode=mode)
+    return RegGANTrainer(
+        "cpu", max_epochs, batches, networks, {"generators": opt_g, "discriminators": opt_d}, mode=mode
+    )
 
 
 def snapshot(trainer):
@@ -162,15 +171,25 @@ def snapshot(trainer):
 
 
 def changed(before, after, name):
-    return any(not torch.equal(before[name][k], after[name][k]) for k in after[name] if "running" not in k
-               and "num_batches" not in k)
+    return any(
+        not torch.equal(before[name][k], after[name][k])
+        for k in after[name]
+        if "running" not in k and "num_batches" not in k
+    )
 
 
-NETWORKS = {"pix2pix": {"G_AB", "D_B"}, "cyclegan": {"G_AB", "G_BA", "D_A", "D_B"},
-            "reggan": {"G_AB", "R", "D_B"}, "cyclegan_r": {"G_AB", "G_BA", "R", "D_A", "D_B"}}
-LOSSES = {"pix2pix": {"G_AB", "L1", "D_B"}, "cyclegan": {"G_AB", "G_BA", "cycle_A", "cycle_B", "D_A", "D_B"},
-          "reggan": {"G_AB", "correction", "smooth", "D_B"},
-          "cyclegan_r": {"G_AB", "G_BA", "cycle_A", "cycle_B", "correction", "smooth", "D_A", "D_B"}}
+NETWORKS = {
+    "pix2pix": {"G_AB", "D_B"},
+    "cyclegan": {"G_AB", "G_BA", "D_A", "D_B"},
+    "reggan": {"G_AB", "R", "D_B"},
+    "cyclegan_r": {"G_AB", "G_BA", "R", "D_A", "D_B"},
+}
+LOSSES = {
+    "pix2pix": {"G_AB", "L1", "D_B"},
+    "cyclegan": {"G_AB", "G_BA", "cycle_A", "cycle_B", "D_A", "D_B"},
+    "reggan": {"G_AB", "correction", "smooth", "D_B"},
+    "cyclegan_r": {"G_AB", "G_BA", "cycle_A", "cycle_B", "correction", "smooth", "D_A", "D_B"},
+}
 
 
 @pytest.mark.parametrize("mode", list(NETWORKS))
@@ -196,15 +215,18 @@ def test_update_order_generators_and_r_then_discriminators(mode):
         return result
 
     def grads():
-        return [None if p.grad is None else p.grad.clone()
-                for n in sorted(NETWORKS[mode] - discriminators) for p in trainer.networks[n].parameters()]
+        return [
+            None if p.grad is None else p.grad.clone()
+            for n in sorted(NETWORKS[mode] - discriminators)
+            for p in trainer.networks[n].parameters()
+        ]
 
     trainer.optimizers["generators"].step = after_g
     trainer.optimizers["discriminators"].step = after_d
     trainer.run()
     assert all(g is None for g in seen["d_grads"])  # discriminators frozen in the generator step
     # The discriminator loss adds nothing to the generators' (and R's) gradients: it sees detached fakes.
-    assert all(torch.equal(a, b) for a, b in zip(seen["g_grads"], seen["g_grads_in_d_step"]))
+    assert all(torch.equal(a, b) for a, b in zip(seen["g_grads"], seen["g_grads_in_d_step"], strict=True))
     for name in NETWORKS[mode] - discriminators:  # G (and R, in the same step)
         assert changed(start, seen["after_g"], name) and not changed(seen["after_g"], seen["after_d"], name), name
     for name in discriminators:
@@ -263,14 +285,20 @@ def test_modes_check_their_networks():
     d = PooledPatchDiscriminator(spatial_dims=2, channels=4, in_channels=1, num_layers_d=2)
     r = RegistrationNetwork(channels=4)
     optimizers = {"generators": torch.optim.Adam(g.parameters()), "discriminators": torch.optim.Adam(d.parameters())}
-    with pytest.raises(ValueError, match=r"RegGANTrainer \(reggan\): missing network 'R' in `networks`; expected G_AB, R, D_B"):
+    with pytest.raises(
+        ValueError, match=r"RegGANTrainer \(reggan\): missing network 'R' in `networks`; expected G_AB, R, D_B"
+    ):
         RegGANTrainer("cpu", 1, [], {"G_AB": g, "D_B": d}, optimizers, mode="reggan")
-    with pytest.raises(ValueError, match=r"\(pix2pix\): unknown or unused network 'R' in `networks`; expected G_AB, D_B"):
+    with pytest.raises(
+        ValueError, match=r"\(pix2pix\): unknown or unused network 'R' in `networks`; expected G_AB, D_B"
+    ):
         RegGANTrainer("cpu", 1, [], {"G_AB": g, "D_B": d, "R": r}, optimizers, mode="pix2pix")
     with pytest.raises(ValueError, match="Unknown RegGAN mode"):
         RegGANTrainer("cpu", 1, [], {"G_AB": g, "D_B": d}, optimizers, mode="nc")
     # An optimiser must hold exactly the parameters of the networks it is declared to step.
-    with pytest.raises(ValueError, match="optimizer 'generators' must hold exactly the parameters of G_AB, R; it misses"):
+    with pytest.raises(
+        ValueError, match="optimizer 'generators' must hold exactly the parameters of G_AB, R; it misses"
+    ):
         RegGANTrainer("cpu", 1, [], {"G_AB": g, "D_B": d, "R": r}, optimizers, mode="reggan")
 
 
@@ -279,8 +307,18 @@ def test_cycle_modes_pool_their_fakes_and_checkpoint_the_pools():
     trainer.run()
     assert trainer.state.iteration == 6 and len(trainer.pool_a.images) == len(trainer.pool_b.images) == 6
     objects = trainer.checkpoint_objects()
-    assert {"G_AB", "G_BA", "R", "D_A", "D_B", "optimizer_generators", "optimizer_discriminators", "pool_A",
-            "pool_B", "trainer"} == set(objects)
+    assert {
+        "G_AB",
+        "G_BA",
+        "R",
+        "D_A",
+        "D_B",
+        "optimizer_generators",
+        "optimizer_discriminators",
+        "pool_A",
+        "pool_B",
+        "trainer",
+    } == set(objects)
     assert "pool_A" not in make_trainer("reggan", [pair()]).checkpoint_objects()
 
 

@@ -42,7 +42,9 @@ def test_volumes_are_scored_whole_in_mm_per_class(synthetic, tmp_path):
     assert len(result["per_volume"]) == len(tests) and result["distance_unit"] == "mm"
     assert result["classes"] == [v for k, v in datalist["labels"].items() if k != "0"] and len(result["classes"]) == 4
     # The first volume, recomputed directly: the prediction of the whole volume at once, its spacing from the NIfTI.
-    item = domain_transform(datalist, "target", ("image", "label"))({"image": tests[0]["image"], "label": tests[0]["label"]})
+    item = domain_transform(datalist, "target", ("image", "label"))(
+        {"image": tests[0]["image"], "label": tests[0]["label"]}
+    )
     image, label = item["image"], np.asarray(item["label"][0]).round().astype(int)
     assert image.ndim == 4 and model.calls >= len(tests)  # volumes went through the 2D network slice by slice
     spacing = tuple(float(s) for s in item["label"].pixdim[:3])
@@ -78,8 +80,16 @@ def test_a_perfect_model_scores_one_and_zero_distance(synthetic, tmp_path):
     """A 2D dataset segmented by its own labels (read back through an index) scores Dice 1, ASSD 0."""
     datalist = load_datalist(synthetic("polyp", size=32, subjects=6))
     tests = datalist["target"]["test"]
-    labels = [torch.as_tensor(np.asarray(domain_transform(datalist, "target", ("image", "label"))(
-        {"image": e["image"], "label": e["label"]})["label"])) for e in tests]
+    labels = [
+        torch.as_tensor(
+            np.asarray(
+                domain_transform(datalist, "target", ("image", "label"))({"image": e["image"], "label": e["label"]})[
+                    "label"
+                ]
+            )
+        )
+        for e in tests
+    ]
 
     class Oracle(nn.Module):
         def __init__(self):

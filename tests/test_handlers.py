@@ -29,7 +29,7 @@ def test_image_pool_fills_then_swaps_half_the_time():
     state = pool.state_dict()
     restored = ImagePool(1)
     restored.load_state_dict(state)
-    assert restored.size == 4 and all(torch.equal(a, b) for a, b in zip(restored.images, pool.images))
+    assert restored.size == 4 and all(torch.equal(a, b) for a, b in zip(restored.images, pool.images, strict=True))
     with pytest.raises(ValueError, match="`size` must be non-negative"):
         ImagePool(-1)
 

@@ -19,8 +19,9 @@ def test_rgb_png_translation_maps_minus_one_one_to_bytes(tmp_path):
     written = translate_files(network, input_files(tmp_path / "in"), tmp_path / "out", {"range": [0, 255]})
     assert [p.endswith("frame_trans.png") for p in written] == [True]
     loaded = LoadImageByTyped("image")({"image": written[0]})["image"]
-    source = intensity_transform("image", {"range": [0, 255]})(LoadImageByTyped("image")(
-        {"image": str(tmp_path / "in" / "frame.png")}))["image"]
+    source = intensity_transform("image", {"range": [0, 255]})(
+        LoadImageByTyped("image")({"image": str(tmp_path / "in" / "frame.png")})
+    )["image"]
     expected = (translate(network, source) + 1) / 2 * 255
     assert loaded.shape == (3, 16, 12)
     np.testing.assert_allclose(np.asarray(loaded), np.asarray(expected), atol=1.0)  # 8-bit rounding

@@ -43,7 +43,9 @@ def test_optimal_critic_attains_the_mutual_information(rho, d):
     assert float(dv_lower_bound(t_joint, t_marginal)) == pytest.approx(true_mi(d, rho), abs=4 * stderr)
     # The f-divergence bound's optimal critic is shifted by one.
     stderr_f = math.sqrt(t_joint.var() / n + exp_m.var() / n)
-    assert float(f_divergence_lower_bound(t_joint + 1, t_marginal + 1)) == pytest.approx(true_mi(d, rho), abs=4 * stderr_f)
+    assert float(f_divergence_lower_bound(t_joint + 1, t_marginal + 1)) == pytest.approx(
+        true_mi(d, rho), abs=4 * stderr_f
+    )
 
 
 @pytest.mark.parametrize("bound,rate", [("dv", 0.01), ("dv", None), ("f_divergence", None)])

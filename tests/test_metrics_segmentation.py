@@ -16,7 +16,6 @@ from scipy.spatial.distance import cdist
 
 from common.metrics import assd, dice_score, evaluate_segmentation, hd95
 
-
 # --- independent references -------------------------------------------------------------
 
 
@@ -61,7 +60,9 @@ def test_against_independent_implementation(shape, spacing, seed):
     np.testing.assert_allclose(
         hd95(pred, gt, spacing), max(np.percentile(to_gt, 95), np.percentile(to_pred, 95)), rtol=1e-6
     )
-    np.testing.assert_allclose(hd95(pred, gt, spacing, pooled=True), np.percentile(np.r_[to_gt, to_pred], 95), rtol=1e-6)
+    np.testing.assert_allclose(
+        hd95(pred, gt, spacing, pooled=True), np.percentile(np.r_[to_gt, to_pred], 95), rtol=1e-6
+    )
     overlap = 2 * (pred & gt).sum() / (pred.sum() + gt.sum())
     assert dice_score(pred, gt) == pytest.approx(overlap, abs=1e-12)
 
@@ -103,7 +104,7 @@ def test_default_and_pooled_assd_differ_when_surfaces_differ_in_size():
 def centred_box(shape, half_widths) -> np.ndarray:
     centre = [n // 2 for n in shape]
     box = np.zeros(shape, bool)
-    box[tuple(slice(c - h, c + h + 1) for c, h in zip(centre, half_widths))] = True
+    box[tuple(slice(c - h, c + h + 1) for c, h in zip(centre, half_widths, strict=True))] = True
     return box
 
 
@@ -154,13 +155,17 @@ def test_concentric_squares_by_hand():
 
 
 def ball(shape, spacing, radius) -> np.ndarray:
-    axes = [(np.arange(n) - n / 2) * s for n, s in zip(shape, spacing)]
+    axes = [(np.arange(n) - n / 2) * s for n, s in zip(shape, spacing, strict=True)]
     return sum(g**2 for g in np.meshgrid(*axes, indexing="ij")) <= radius**2
 
 
 @pytest.mark.parametrize(
     "spacing,shape,shift_voxels,axis",
-    [((1.0, 1.0, 1.0), (48, 48, 48), 3, 0), ((1.0, 1.0, 1.0), (48, 48, 48), 8, 2), ((2.0, 1.0, 0.75), (28, 56, 72), 3, 0)],
+    [
+        ((1.0, 1.0, 1.0), (48, 48, 48), 3, 0),
+        ((1.0, 1.0, 1.0), (48, 48, 48), 8, 2),
+        ((2.0, 1.0, 0.75), (28, 56, 72), 3, 0),
+    ],
 )
 def test_sphere_and_shifted_sphere(spacing, shape, shift_voxels, axis):
     # Two spheres of radius R, centres t < R apart: the distance from a point of one surface to
@@ -192,8 +197,11 @@ def test_torch_and_integer_inputs_agree_with_numpy():
     pred, gt = random_blob((30, 30, 20), 3), random_blob((30, 30, 20), 4)
     expected = (dice_score(pred, gt), assd(pred, gt, (1, 1, 2)), hd95(pred, gt, (1, 1, 2)))
     for convert in (torch.from_numpy, lambda m: m.astype(np.uint8), lambda m: torch.from_numpy(m.astype(np.float32))):
-        got = (dice_score(convert(pred), convert(gt)), assd(convert(pred), convert(gt), (1, 1, 2)),
-               hd95(convert(pred), convert(gt), (1, 1, 2)))
+        got = (
+            dice_score(convert(pred), convert(gt)),
+            assd(convert(pred), convert(gt), (1, 1, 2)),
+            hd95(convert(pred), convert(gt), (1, 1, 2)),
+        )
         assert got == pytest.approx(expected)
 
 

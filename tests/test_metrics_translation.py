@@ -25,8 +25,8 @@ def test_nmae_and_psnr_closed_form_on_the_foreground():
     real = phantom()
     fake = real.copy()
     foreground = real != -1
-    fake[foreground] += 0.2          # |error| = 0.2 on [-1, 1], 0.1 on [0, 1]
-    fake[~foreground] = 0.7          # background errors are not scored
+    fake[foreground] += 0.2  # |error| = 0.2 on [-1, 1], 0.1 on [0, 1]
+    fake[~foreground] = 0.7  # background errors are not scored
     assert nmae(fake, real) == pytest.approx(0.1)
     assert psnr(fake, real) == pytest.approx(20 * math.log10(1 / 0.1))
 

@@ -29,7 +29,9 @@ def shrink_matrix(root: Path, variants: list[str], levels: list[int]) -> None:
 @pytest.fixture(scope="module")
 def quick_matrix(tmp_path_factory):
     root = tmp_path_factory.mktemp("reggan_bundle")
-    shutil.copytree(BUNDLES / "reggan", root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("models", "eval", "data"))
+    shutil.copytree(
+        BUNDLES / "reggan", root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("models", "eval", "data")
+    )
     shrink_matrix(root, ["pix2pix", "reggan"], [0, 3])
     out = tmp_path_factory.mktemp("reproduce")
     return root, out, run_matrix(root, "quick", out)
@@ -37,11 +39,24 @@ def quick_matrix(tmp_path_factory):
 
 def test_reggan_matrix_is_the_papers_table_layout(quick_matrix):
     root, out, rows = quick_matrix
-    assert [(r["variant"], r["noise_level"]) for r in rows] == [("pix2pix", 0), ("reggan", 0), ("pix2pix", 3),
-                                                                ("reggan", 3)]
+    assert [(r["variant"], r["noise_level"]) for r in rows] == [
+        ("pix2pix", 0),
+        ("reggan", 0),
+        ("pix2pix", 3),
+        ("reggan", 3),
+    ]
     for row in rows:
-        assert set(row) == {"variant", "noise_level", "nmae", "psnr", "ssim", "identity_nmae", "identity_psnr",
-                            "identity_ssim", "training_seconds"}
+        assert set(row) == {
+            "variant",
+            "noise_level",
+            "nmae",
+            "psnr",
+            "ssim",
+            "identity_nmae",
+            "identity_psnr",
+            "identity_ssim",
+            "training_seconds",
+        }
         # Each row is the run's own evaluation, trained in its own folder with its mode and level.
         run = out / "runs" / f"{row['variant']}_noise_level{row['noise_level']}"
         assert json.loads((run / "eval" / "metrics.json").read_text())["mean"]["nmae"] == row["nmae"]
@@ -99,7 +114,9 @@ def test_parallel_jobs_give_the_same_runs(tmp_path, quick_matrix):
         assert row["nmae"] == pytest.approx(sequential[(row["variant"], 0)], abs=1e-4)
 
 
-@pytest.mark.parametrize("bundle", sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "reproduce.yaml").is_file()))
+@pytest.mark.parametrize(
+    "bundle", sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "reproduce.yaml").is_file())
+)
 def test_every_matrix_overrides_existing_config_ids(bundle):
     matrix = load_matrix(BUNDLES / bundle)
     assert {"quick", "cpu", "gpu"} <= set(matrix["presets"]) and matrix["variants"]

@@ -16,8 +16,12 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("bundle", help="the bundle folder, e.g. bundles/cyclegan")
     check.add_argument("--monai-schema", default=None, help="MONAI's metadata schema (default: found in shared/monai)")
     check.add_argument("--no-export", action="store_true", help="skip the TorchScript export of models/model.pt")
-    check.add_argument("--overlay", action="append", default=[],
-                       help="config laid over inference.yaml (relative to the bundle), e.g. configs/quick.yaml")
+    check.add_argument(
+        "--overlay",
+        action="append",
+        default=[],
+        help="config laid over inference.yaml (relative to the bundle), e.g. configs/quick.yaml",
+    )
     args = parser.parse_args(argv)
     try:
         for line in check_bundle(args.bundle, args.monai_schema, export=not args.no_export, overlays=args.overlay):

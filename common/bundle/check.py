@@ -29,8 +29,15 @@ __all__ = ["REQUIRED_FILES", "BundleCheckError", "check_bundle", "find_monai_sch
 logger = logging.getLogger(__name__)
 
 REQUIRED_FILES = (
-    "configs/metadata.json", "configs/train.yaml", "configs/quick.yaml", "configs/evaluate.yaml",
-    "configs/inference.yaml", "configs/multi_gpu_train.yaml", "configs/logging.conf", "docs/README.md", "LICENSE",
+    "configs/metadata.json",
+    "configs/train.yaml",
+    "configs/quick.yaml",
+    "configs/evaluate.yaml",
+    "configs/inference.yaml",
+    "configs/multi_gpu_train.yaml",
+    "configs/logging.conf",
+    "docs/README.md",
+    "LICENSE",
 )
 SCHEMA = Path(__file__).with_name("metadata_schema.json")
 
@@ -117,8 +124,16 @@ def check_bundle(
     except Exception as error:
         raise BundleCheckError(f"{inference[0]}: network_def does not instantiate ({error})") from error
     try:
-        verify_net_in_out(net_id="network_def", meta_file=str(meta_file), config_file=inference,
-                          device="cpu", p=1, n=16, any=8, bundle_root=str(bundle))
+        verify_net_in_out(
+            net_id="network_def",
+            meta_file=str(meta_file),
+            config_file=inference,
+            device="cpu",
+            p=1,
+            n=16,
+            any=8,
+            bundle_root=str(bundle),
+        )
     except Exception as error:
         raise BundleCheckError(f"{inference[0]}: network_def does not match network_data_format ({error})") from error
     passed.append(f"network_def {type(network).__name__} matches network_data_format")
@@ -131,8 +146,14 @@ def check_bundle(
         except RuntimeError as error:
             raise BundleCheckError(f"{weights}: not a state_dict of network_def ({error})") from error
         try:
-            ckpt_export(net_id="network_def", filepath=str(bundle / "models" / "model.ts"), ckpt_file=str(weights),
-                        meta_file=str(meta_file), config_file=inference, bundle_root=str(bundle))
+            ckpt_export(
+                net_id="network_def",
+                filepath=str(bundle / "models" / "model.ts"),
+                ckpt_file=str(weights),
+                meta_file=str(meta_file),
+                config_file=inference,
+                bundle_root=str(bundle),
+            )
         except Exception as error:  # TorchScript raises several types
             raise BundleCheckError(f"{weights}: TorchScript export of network_def failed ({error})") from error
         passed.append("models/model.pt loads into network_def and exports to models/model.ts")

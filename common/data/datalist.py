@@ -77,8 +77,9 @@ def load_datalist(path: str | Path, verify_images: bool = False) -> dict:
                 if not isinstance(entry, dict) or "image" not in entry:
                     raise DatalistError(f"{where}[{index}]: an entry must be an object with an 'image' key.")
                 if section == "target" and split == "training" and "label" in entry:
-                    warnings.warn(f"{where}[{index}]: target training entries must not have labels; ignoring it.",
-                                  stacklevel=2)
+                    warnings.warn(
+                        f"{where}[{index}]: target training entries must not have labels; ignoring it.", stacklevel=2
+                    )
                     del entry["label"]
                 for key in PATH_KEYS:
                     if key in entry:
@@ -165,7 +166,7 @@ def _check_header(datalist: object, path: Path) -> None:
         raise DatalistError(f"{path}: `tensor_dim` must be 2 or 3, got {datalist.get('tensor_dim')!r}.")
     labels = datalist.get("labels")
     if not isinstance(labels, dict) or not labels:
-        raise DatalistError(f"{path}: `labels` must map label values to class names, e.g. {{\"0\": \"background\"}}.")
+        raise DatalistError(f'{path}: `labels` must map label values to class names, e.g. {{"0": "background"}}.')
     try:
         [int(key) for key in labels]
     except ValueError:

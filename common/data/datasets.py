@@ -77,8 +77,13 @@ class PairedDataset(Randomizable, torch.utils.data.Dataset):
         ValueError: a level outside 0-5, or no keys.
     """
 
-    def __init__(self, data: Sequence[dict], misalignment_level: int = 0, seed: int = 0,
-                 keys: Sequence[str] = ("image", "target")) -> None:
+    def __init__(
+        self,
+        data: Sequence[dict],
+        misalignment_level: int = 0,
+        seed: int = 0,
+        keys: Sequence[str] = ("image", "target"),
+    ) -> None:
         if misalignment_level not in range(6):
             raise ValueError(f"`misalignment_level` must be 0 to 5, got {misalignment_level}.")
         if not keys:
@@ -128,7 +133,9 @@ class SliceDataset(torch.utils.data.Dataset):
                 if key not in volume:
                     raise ValueError(f"Volume {volume_id} has no key {key!r}.")
                 if volume[key].ndim != 4:
-                    raise ValueError(f"Volume {volume_id}: {key!r} must be (C, H, W, D), got {tuple(volume[key].shape)}.")
+                    raise ValueError(
+                        f"Volume {volume_id}: {key!r} must be (C, H, W, D), got {tuple(volume[key].shape)}."
+                    )
                 depths.add(volume[key].shape[-1])
             if len(depths) != 1:
                 raise ValueError(f"Volume {volume_id}: keys {self.keys} have different depths {sorted(depths)}.")
@@ -158,8 +165,12 @@ class VolumeAssembler:
     def __init__(self) -> None:
         self._slices: dict[int, dict[int, torch.Tensor]] = {}
 
-    def add(self, volume_ids: torch.Tensor | Sequence[int], slice_indices: torch.Tensor | Sequence[int],
-            predictions: torch.Tensor) -> None:
+    def add(
+        self,
+        volume_ids: torch.Tensor | Sequence[int],
+        slice_indices: torch.Tensor | Sequence[int],
+        predictions: torch.Tensor,
+    ) -> None:
         """Stores a batch of slice predictions ``(B, C, H, W)``.
 
         Raises:
@@ -171,7 +182,7 @@ class VolumeAssembler:
                 f"`volume_ids`, `slice_indices` and `predictions` must have one entry per slice, got "
                 f"{len(volume_ids)}, {len(slice_indices)} and {len(predictions)}."
             )
-        for volume_id, slice_index, prediction in zip(volume_ids, slice_indices, predictions):
+        for volume_id, slice_index, prediction in zip(volume_ids, slice_indices, predictions, strict=True):
             slices = self._slices.setdefault(volume_id, {})
             if slice_index in slices:
                 raise ValueError(f"Slice {slice_index} of volume {volume_id} was added twice.")
@@ -197,8 +208,13 @@ class VolumeAssembler:
         return torch.stack([slices[k] for k in range(len(slices))], dim=-1)
 
 
-def image_dataset(datalist: dict, domain: str, split: str = "training", keys: Sequence[str] = ("image",),
-                  transform: Callable | None = None) -> Sequence[dict]:
+def image_dataset(
+    datalist: dict,
+    domain: str,
+    split: str = "training",
+    keys: Sequence[str] = ("image",),
+    transform: Callable | None = None,
+) -> Sequence[dict]:
     """One domain's images of one split, loaded, normalised to [-1, 1] and cached, as 2D samples.
 
     3D volumes are cut into their slices along the last axis (:class:`SliceDataset`); 2D images
@@ -224,8 +240,12 @@ def image_dataset(datalist: dict, domain: str, split: str = "training", keys: Se
     return SliceDataset(volumes, keys) if datalist["tensor_dim"] == 3 else volumes
 
 
-def paired_dataset(datalist: dict, split: str = "training", keys: Sequence[str] = ("image", "target"),
-                   transform: Callable | None = None) -> Sequence[dict]:
+def paired_dataset(
+    datalist: dict,
+    split: str = "training",
+    keys: Sequence[str] = ("image", "target"),
+    transform: Callable | None = None,
+) -> Sequence[dict]:
     """The ``paired`` section's samples of one split, loaded, normalised to [-1, 1] (``image`` as
     the source domain, ``target``/``reference`` as the target domain) and cached, as 2D samples.
 
@@ -244,6 +264,7 @@ def paired_dataset(datalist: dict, split: str = "training", keys: Sequence[str] 
     Raises:
         DatalistError: the datalist has no such split.
     """
-    pairs = CacheDataset(entries(datalist, "paired", split), transform or paired_transform(datalist, keys),
-                         progress=False)
+    pairs = CacheDataset(
+        entries(datalist, "paired", split), transform or paired_transform(datalist, keys), progress=False
+    )
     return SliceDataset(pairs, keys) if datalist["tensor_dim"] == 3 else pairs

@@ -35,12 +35,17 @@ def _gap_splits(datalist: dict) -> dict[str, list[dict]]:
     aligned target renderings (``reference``) share one label map.
     """
     if "source" in datalist:
-        return {"training": entries(datalist, "source", "training"), "source": entries(datalist, "source", "test"),
-                "target": entries(datalist, "target", "test")}
+        return {
+            "training": entries(datalist, "source", "training"),
+            "source": entries(datalist, "source", "test"),
+            "target": entries(datalist, "target", "test"),
+        }
     test = entries(datalist, "paired", "test")
-    return {"training": entries(datalist, "paired", "training"),
-            "source": [{"image": e["image"], "label": e["label"]} for e in test],
-            "target": [{"image": e["reference"], "label": e["label"]} for e in test]}
+    return {
+        "training": entries(datalist, "paired", "training"),
+        "source": [{"image": e["image"], "label": e["label"]} for e in test],
+        "target": [{"image": e["reference"], "label": e["label"]} for e in test],
+    }
 
 
 def measure_gap(
@@ -76,8 +81,9 @@ def measure_gap(
     train = CacheDataset(splits["training"], domain_transform(datalist, "source"), progress=False)
     samples = SliceDataset(train) if is_3d else train
     loader = DataLoader(samples, batch_size=min(batch_size, len(samples)), shuffle=True, drop_last=True)
-    net = BasicUNet(spatial_dims=2, in_channels=channels, out_channels=max(labels) + 1,
-                    features=(16, 16, 32, 64, 128, 16)).to(device)
+    net = BasicUNet(
+        spatial_dims=2, in_channels=channels, out_channels=max(labels) + 1, features=(16, 16, 32, 64, 128, 16)
+    ).to(device)
     loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
     optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
     batches = iter(())
@@ -110,8 +116,9 @@ def measure_gap(
             label = np.asarray(item["label"][0])
             spacing = tuple(float(s) for s in item["label"].pixdim[: label.ndim])
             scores.append(evaluate_segmentation(prediction, label, labels, spacing))
-        per_class = {name: float(np.mean([s["per_class"][name]["dice"] for s in scores]))
-                     for name in scores[0]["per_class"]}
+        per_class = {
+            name: float(np.mean([s["per_class"][name]["dice"] for s in scores])) for name in scores[0]["per_class"]
+        }
         result[f"{domain}_test"] = {"dice": float(np.mean([s["mean"]["dice"] for s in scores])), "per_class": per_class}
         logger.info("%s test: mean Dice %.3f %s", domain, result[f"{domain}_test"]["dice"], per_class)
     return result

@@ -28,8 +28,16 @@ from monai.transforms import (
 )
 from PIL import Image
 
-__all__ = ["image_stem", "reader_for", "LoadImageByTyped", "intensity_transform", "domain_transform", "paired_transform",
-           "write_nifti", "write_png"]
+__all__ = [
+    "image_stem",
+    "reader_for",
+    "LoadImageByTyped",
+    "intensity_transform",
+    "domain_transform",
+    "paired_transform",
+    "write_nifti",
+    "write_png",
+]
 
 _READERS = {
     ".nii": "NibabelReader",

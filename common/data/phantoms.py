@@ -51,7 +51,7 @@ def deformed(coords: list[np.ndarray], rng: np.random.Generator, amplitude: floa
 
 def blob(coords: list[np.ndarray], centre, radii, rng: np.random.Generator, roughness: float = 0.15) -> np.ndarray:
     """An ellipsoid whose boundary is perturbed by a smooth random field."""
-    distance = sum(((c - c0) / r) ** 2 for c, c0, r in zip(coords, centre, radii))
+    distance = sum(((c - c0) / r) ** 2 for c, c0, r in zip(coords, centre, radii, strict=True))
     return distance + roughness * smooth_field(coords[0].shape, rng, 0.12) <= 1
 
 
@@ -119,8 +119,8 @@ class CTMRRendering:
 
 ABDOMEN_LABELS = {0: "background", 1: "liver", 2: "right_kidney", 3: "left_kidney", 4: "spleen"}
 # tissue classes: 0 air, 1 fat, 2 muscle, 3 bone, 4 liver, 5 right kidney, 6 left kidney, 7 spleen
-ABDOMEN_CT = np.array([-1000.0, -100.0, 45.0, 650.0, 130.0, 190.0, 190.0, 85.0])   # HU-like
-ABDOMEN_MR = np.array([0.0, 620.0, 170.0, 90.0, 210.0, 720.0, 720.0, 560.0])       # T2-like: fat bright, liver < spleen
+ABDOMEN_CT = np.array([-1000.0, -100.0, 45.0, 650.0, 130.0, 190.0, 190.0, 85.0])  # HU-like
+ABDOMEN_MR = np.array([0.0, 620.0, 170.0, 90.0, 210.0, 720.0, 720.0, 560.0])  # T2-like: fat bright, liver < spleen
 
 
 def abdomen_anatomy(size: int, rng: np.random.Generator) -> Anatomy:
@@ -267,10 +267,12 @@ def misalign(image: np.ndarray, level: int, rng: np.random.Generator, order: int
     coords = np.indices(tuple(spatial)).reshape(2, -1).astype(float)
     source = np.linalg.inv(scale * rotation) @ (coords - (centre + shift)[:, None]) + centre[:, None]
     channels = image[None] if image.ndim == 2 else image
-    warped = np.stack([
-        map_coordinates(channel, source, order=order, mode="constant", cval=cval).reshape(tuple(spatial))
-        for channel in channels
-    ])
+    warped = np.stack(
+        [
+            map_coordinates(channel, source, order=order, mode="constant", cval=cval).reshape(tuple(spatial))
+            for channel in channels
+        ]
+    )
     return (warped[0] if image.ndim == 2 else warped).astype(image.dtype)
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-import numpy as np
 
 from common.data.datalist import load_datalist
 from common.data.io import LoadImageByTyped, intensity_transform
@@ -35,19 +35,36 @@ def preview(datalist_path: str | Path, out: str | Path) -> Path:
     labels = {int(k): v for k, v in datalist["labels"].items()}
     if "paired" in datalist:
         entry = datalist["paired"]["test"][0]
-        rows = [("paired", [("source image", entry["image"], "source"), ("target (as trained on)", entry["target"], "target"),
-                            ("aligned reference", entry["reference"], "target")], entry.get("label"))]
+        rows = [
+            (
+                "paired",
+                [
+                    ("source image", entry["image"], "source"),
+                    ("target (as trained on)", entry["target"], "target"),
+                    ("aligned reference", entry["reference"], "target"),
+                ],
+                entry.get("label"),
+            )
+        ]
     else:
         rows = []
         for domain, other in (("source", "target"), ("target", "source")):
             entry = datalist[domain]["test"][0]
-            rows.append((domain, [(f"{domain} image", entry["image"], domain),
-                                  (f"reference ({other} rendering)", entry["reference"], other)], entry["label"]))
+            rows.append(
+                (
+                    domain,
+                    [
+                        (f"{domain} image", entry["image"], domain),
+                        (f"reference ({other} rendering)", entry["reference"], other),
+                    ],
+                    entry["label"],
+                )
+            )
     dim = datalist["tensor_dim"]
     columns = max(len(panels) for _, panels, _ in rows) + 1
     fig = Figure(figsize=(3.2 * columns, 3.2 * len(rows)), dpi=100)
     axes = fig.subplots(len(rows), columns, squeeze=False)
-    for row, (name, panels, label_path) in enumerate(rows):
+    for row, (_, panels, label_path) in enumerate(rows):
         label = _load(label_path, dim)[0] if label_path else None
         first = None
         for column, (title, path, domain) in enumerate(panels):
@@ -58,8 +75,14 @@ def preview(datalist_path: str | Path, out: str | Path) -> Path:
         _show(overlay, first, f"{panels[0][0]} + label")
         if label is not None:
             masked = np.ma.masked_where(label == 0, label)
-            overlay.imshow(np.swapaxes(masked, 0, 1), cmap="tab10", vmin=0, vmax=max(9, max(labels)), alpha=0.45,
-                           interpolation="nearest")
+            overlay.imshow(
+                np.swapaxes(masked, 0, 1),
+                cmap="tab10",
+                vmin=0,
+                vmax=max(9, max(labels)),
+                alpha=0.45,
+                interpolation="nearest",
+            )
         for column in range(len(panels) + 1, columns):
             axes[row, column].axis("off")
     names = ", ".join(f"{k} {v}" for k, v in labels.items() if k)
@@ -93,7 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: draw a datalist's preview."""
     parser = argparse.ArgumentParser(prog="python -m common.data.preview", description=__doc__.splitlines()[0])
     parser.add_argument("datalist", type=Path)
-    parser.add_argument("--out", type=Path, default=None, help="PNG to write (default: preview.png beside the datalist)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="PNG to write (default: preview.png beside the datalist)"
+    )
     args = parser.parse_args(argv)
     print(preview(args.datalist, args.out or args.datalist.parent / "preview.png"))
 

@@ -49,31 +49,59 @@ class Task:
 
 TASKS: dict[str, Task] = {
     "abdomen": Task(
-        phantoms.abdomen_anatomy, phantoms.render_abdomen, ("ct", "mr"),
-        ({"modality": "CT", "channels": 1, "intensity": {"range": [-250.0, 350.0]}},
-         {"modality": "MR", "channels": 1, "intensity": {"percentiles": [0.5, 99.5]}}),
-        phantoms.ABDOMEN_LABELS, 3, ".nii.gz", 12,
+        phantoms.abdomen_anatomy,
+        phantoms.render_abdomen,
+        ("ct", "mr"),
+        (
+            {"modality": "CT", "channels": 1, "intensity": {"range": [-250.0, 350.0]}},
+            {"modality": "MR", "channels": 1, "intensity": {"percentiles": [0.5, 99.5]}},
+        ),
+        phantoms.ABDOMEN_LABELS,
+        3,
+        ".nii.gz",
+        12,
         "Synthetic abdominal CT (source) and T2-like MR (target): liver, kidneys, spleen.",
     ),
     "cardiac": Task(
-        phantoms.cardiac_anatomy, phantoms.render_cardiac, ("ct", "mr"),
-        ({"modality": "CT", "channels": 1, "intensity": {"range": [-400.0, 500.0]}},
-         {"modality": "MR", "channels": 1, "intensity": {"percentiles": [0.5, 99.5]}}),
-        phantoms.CARDIAC_LABELS, 3, ".nii.gz", 12,
+        phantoms.cardiac_anatomy,
+        phantoms.render_cardiac,
+        ("ct", "mr"),
+        (
+            {"modality": "CT", "channels": 1, "intensity": {"range": [-400.0, 500.0]}},
+            {"modality": "MR", "channels": 1, "intensity": {"percentiles": [0.5, 99.5]}},
+        ),
+        phantoms.CARDIAC_LABELS,
+        3,
+        ".nii.gz",
+        12,
         "Synthetic cardiac CT (source) and MR (target); aorta and atrium alike, LV cavity and myocardium inverted.",
     ),
     "brain": Task(
-        phantoms.brain_anatomy, phantoms.render_brain, ("t1", "t2"),
-        ({"modality": "T1", "channels": 1, "intensity": {"range": [0.0, 1.0]}},
-         {"modality": "T2", "channels": 1, "intensity": {"range": [0.0, 1.0]}}),
-        phantoms.BRAIN_LABELS, 2, ".nii.gz", 40,
+        phantoms.brain_anatomy,
+        phantoms.render_brain,
+        ("t1", "t2"),
+        (
+            {"modality": "T1", "channels": 1, "intensity": {"range": [0.0, 1.0]}},
+            {"modality": "T2", "channels": 1, "intensity": {"range": [0.0, 1.0]}},
+        ),
+        phantoms.BRAIN_LABELS,
+        2,
+        ".nii.gz",
+        40,
         "Synthetic paired T1-like (source) and T2-like (target) head slices with RegGAN's misalignment.",
     ),
     "polyp": Task(
-        phantoms.polyp_anatomy, phantoms.render_polyp, ("a", "b"),
-        ({"modality": "endoscopy, centre A", "channels": 3, "intensity": {"range": [0.0, 255.0]}},
-         {"modality": "endoscopy, centre B", "channels": 3, "intensity": {"range": [0.0, 255.0]}}),
-        phantoms.POLYP_LABELS, 2, ".png", 60,
+        phantoms.polyp_anatomy,
+        phantoms.render_polyp,
+        ("a", "b"),
+        (
+            {"modality": "endoscopy, centre A", "channels": 3, "intensity": {"range": [0.0, 255.0]}},
+            {"modality": "endoscopy, centre B", "channels": 3, "intensity": {"range": [0.0, 255.0]}},
+        ),
+        phantoms.POLYP_LABELS,
+        2,
+        ".png",
+        60,
         "Synthetic RGB colonoscopy frames with a polyp from two centres (colour, falloff, blur, noise).",
     ),
 }
@@ -137,8 +165,13 @@ def generate(
         "tensor_dim": spec.tensor_dim,
         "labels": {str(k): v for k, v in spec.labels.items()},
         "domains": {"source": dict(spec.domain_info[0]), "target": dict(spec.domain_info[1])},
-        "generator": {"task": task, "seed": seed, "size": size, "subjects": sum(sizes.values()),
-                      "noise_level": noise_level if task == "brain" else None},
+        "generator": {
+            "task": task,
+            "seed": seed,
+            "size": size,
+            "subjects": sum(sizes.values()),
+            "noise_level": noise_level if task == "brain" else None,
+        },
     }
     jobs = [(domain, split, i) for domain in (0, 1) for split in SPLITS for i in range(sizes[split])]
     if task == "brain":
@@ -159,7 +192,9 @@ def generate(
             paired[split].append(_brain_pair(out, name, anatomy, entry, noise_level, rng, spec))
             continue
         if split == "test":
-            entry["reference"] = _write(out, f"{role}/reference/{name}", spec.render(anatomy, other, rng), anatomy, spec)
+            entry["reference"] = _write(
+                out, f"{role}/reference/{name}", spec.render(anatomy, other, rng), anatomy, spec
+            )
         entries[role][split].append(entry)
     if task == "brain":
         datalist["paired"] = paired
@@ -221,14 +256,17 @@ def ensure_dataset(dataset_dir: str | Path, task: str, **options) -> Path:
     if distributed:
         torch.distributed.barrier()
     if not datalist.exists():
-        raise ValueError(f"{dataset_dir} exists but has no datalist.json; point `datalist` at yours or remove the folder.")
+        raise ValueError(
+            f"{dataset_dir} exists but has no datalist.json; point `datalist` at yours or remove the folder."
+        )
     recorded = json.loads(datalist.read_text()).get("generator")
     if recorded is not None:  # synthetic data: it must be what was asked for
         asked = {"task": task, **{k: v for k, v in options.items() if v is not None and k in recorded}}
         different = {k: (recorded.get(k), v) for k, v in asked.items() if recorded.get(k) != v}
         if different:
+            changes = ", ".join(f"{k}: {old!r}, asked {new!r}" for k, (old, new) in different.items())
             raise ValueError(
-                f"{dataset_dir} holds synthetic data generated with other options ({', '.join(f'{k}: {old!r}, asked {new!r}' for k, (old, new) in different.items())}); "
+                f"{dataset_dir} holds synthetic data generated with other options ({changes}); "
                 "remove the folder or choose another `dataset_dir`."
             )
     return datalist
@@ -245,8 +283,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--noise-level", type=int, default=0, choices=range(6), help="brain: misalignment level")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     parser.add_argument("--preview", action="store_true", help="draw the first test subjects into DIR/preview.png")
-    parser.add_argument("--measure-gap", action="store_true",
-                        help="train a U-Net on the source and report Dice on source and target test sets")
+    parser.add_argument(
+        "--measure-gap",
+        action="store_true",
+        help="train a U-Net on the source and report Dice on source and target test sets",
+    )
     parser.add_argument("--iterations", type=int, default=600, help="--measure-gap: training iterations")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -8,5 +8,20 @@ from common.engines.reggan import RegGANMode, RegGANTrainer
 from common.engines.stages import Stage, atomic_save, run_stages
 from common.engines.validation import segmentation_validation, translation_validation
 
-__all__ = ["MultiNetworkTrainer", "distributed", "is_main_process", "loss_output", "unwrap", "CycleGANTrainer", "DiscriminatorReduction", "RegGANMode",
-           "RegGANTrainer", "MI2GANTrainer", "Stage", "run_stages", "atomic_save", "segmentation_validation", "translation_validation"]
+__all__ = [
+    "MultiNetworkTrainer",
+    "distributed",
+    "is_main_process",
+    "loss_output",
+    "unwrap",
+    "CycleGANTrainer",
+    "DiscriminatorReduction",
+    "RegGANMode",
+    "RegGANTrainer",
+    "MI2GANTrainer",
+    "Stage",
+    "run_stages",
+    "atomic_save",
+    "segmentation_validation",
+    "translation_validation",
+]

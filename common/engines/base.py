@@ -67,7 +67,8 @@ def is_main_process() -> bool:
         ``True`` on the main process.
     """
     return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
-        torch.distributed.get_rank() == 0)
+        torch.distributed.get_rank() == 0
+    )
 
 
 def distributed(networks: Mapping[str, nn.Module | None], device: torch.device) -> dict[str, nn.Module | None]:
@@ -83,8 +84,14 @@ def distributed(networks: Mapping[str, nn.Module | None], device: torch.device) 
         The wrapped networks.
     """
     device_ids = [device] if device.type == "cuda" else None
-    return {name: None if net is None else nn.parallel.DistributedDataParallel(
-        net.to(device), device_ids=device_ids, find_unused_parameters=True) for name, net in networks.items()}
+    return {
+        name: (
+            None
+            if net is None
+            else nn.parallel.DistributedDataParallel(net.to(device), device_ids=device_ids, find_unused_parameters=True)
+        )
+        for name, net in networks.items()
+    }
 
 
 class MultiNetworkTrainer(Trainer):
@@ -151,13 +158,21 @@ class MultiNetworkTrainer(Trainer):
         self._check(networks, optimizers)
         device = torch.device(device)
         super().__init__(
-            device=device, max_epochs=max_epochs, data_loader=train_data_loader, epoch_length=epoch_length,
-            non_blocking=non_blocking, handlers=train_handlers, amp=False, decollate=False,
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            handlers=train_handlers,
+            amp=False,
+            decollate=False,
         )
         on_cuda = device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if amp and on_cuda else None
         self.memory_format = torch.channels_last if channels_last and on_cuda else torch.contiguous_format
-        self.networks = {name: net.to(device=device, memory_format=self.memory_format) for name, net in networks.items()}
+        self.networks = {
+            name: net.to(device=device, memory_format=self.memory_format) for name, net in networks.items()
+        }
         self.optimizers = dict(optimizers)
         self.lr_schedulers = {name: lr_schedule(opt) for name, opt in optimizers.items()} if lr_schedule else {}
         self.add_event_handler(Events.ITERATION_STARTED, self._train_mode)
@@ -225,8 +240,11 @@ class MultiNetworkTrainer(Trainer):
             **{name: unwrap(net) for name, net in self.networks.items()},
             **{f"optimizer_{name}": opt for name, opt in self.optimizers.items()},
             **{f"lr_scheduler_{name}": s for name, s in self.lr_schedulers.items()},
-            **{key: getattr(self, attribute) for key, attribute in self.STATE.items() if getattr(self, attribute, None)
-               is not None},
+            **{
+                key: getattr(self, attribute)
+                for key, attribute in self.STATE.items()
+                if getattr(self, attribute, None) is not None
+            },
             "trainer": self,
         }
 
@@ -290,8 +308,12 @@ class MultiNetworkTrainer(Trainer):
         """
         undeclared = [n for n in losses if n not in self.LOSS_NAMES]
         if undeclared:
-            raise KeyError(f"{type(self).__name__} does not declare the loss(es) {', '.join(undeclared)} in LOSS_NAMES.")
-        values = dict(zip(losses, torch.stack([value.detach().float() for value in losses.values()]).tolist()))
+            raise KeyError(
+                f"{type(self).__name__} does not declare the loss(es) {', '.join(undeclared)} in LOSS_NAMES."
+            )
+        values = dict(
+            zip(losses, torch.stack([value.detach().float() for value in losses.values()]).tolist(), strict=True)
+        )
         bad = next((name for name, value in values.items() if not math.isfinite(value)), None)
         if bad is not None:
             raise FloatingPointError(
@@ -305,7 +327,9 @@ class MultiNetworkTrainer(Trainer):
         return values
 
 
-def _check_names(owner: str, kind: str, given: Collection[str], required: Sequence[str], allowed: Sequence[str]) -> None:
+def _check_names(
+    owner: str, kind: str, given: Collection[str], required: Sequence[str], allowed: Sequence[str]
+) -> None:
     """Raises a ValueError naming the first missing or unknown ``kind`` and listing the expected ones."""
     missing = [n for n in required if n not in given]
     unknown = [n for n in given if n not in allowed]

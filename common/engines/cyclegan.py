@@ -19,7 +19,7 @@ class DiscriminatorReduction(StrEnum):
     """How a discriminator's losses on real and fake images are combined."""
 
     MEAN = "mean"  # halved sum: the CycleGAN code (slows D down relative to G)
-    SUM = "sum"    # RegGAN's code
+    SUM = "sum"  # RegGAN's code
 
 
 class CycleGANTrainer(MultiNetworkTrainer):
@@ -80,8 +80,10 @@ class CycleGANTrainer(MultiNetworkTrainer):
         **kwargs: Any,
     ) -> None:
         if discriminator_reduction not in list(DiscriminatorReduction):
-            raise ValueError(f"Unknown discriminator_reduction {discriminator_reduction!r}; expected one of "
-                             f"{', '.join(DiscriminatorReduction)}.")
+            raise ValueError(
+                f"Unknown discriminator_reduction {discriminator_reduction!r}; expected one of "
+                f"{', '.join(DiscriminatorReduction)}."
+            )
         super().__init__(*args, **kwargs)
         self.lambda_cycle, self.lambda_identity, self.lambda_adv = lambda_cycle, lambda_identity, lambda_adv
         self.discriminator_weight = 0.5 if discriminator_reduction == DiscriminatorReduction.MEAN else 1.0
@@ -145,8 +147,10 @@ class CycleGANTrainer(MultiNetworkTrainer):
         self.set_requires_grad(("D_A", "D_B"), True)
         with self.autocast():
             losses = {
-                "D_A": weight * (adv(d_a(images["real_A"]), True) + adv(d_a(self.pool_a.query(images["fake_A"])), False)),
-                "D_B": weight * (adv(d_b(images["real_B"]), True) + adv(d_b(self.pool_b.query(images["fake_B"])), False)),
+                "D_A": weight
+                * (adv(d_a(images["real_A"]), True) + adv(d_a(self.pool_a.query(images["fake_A"])), False)),
+                "D_B": weight
+                * (adv(d_b(images["real_B"]), True) + adv(d_b(self.pool_b.query(images["fake_B"])), False)),
             }
         return self.step("discriminators", losses["D_A"] + losses["D_B"], losses)
 

@@ -85,10 +85,21 @@ class MI2GANTrainer(CycleGANTrainer):
         "mi2gan": (*TRANSLATION, *AUTOENCODERS, "D_MI"),
     }
     OPTIMIZERS = {**CycleGANTrainer.OPTIMIZERS, "content": (*AUTOENCODERS, "D_MI")}
-    LOSS_NAMES = (*CycleGANTrainer.LOSS_NAMES, "dis_A", "dis_B", "MI_A", "MI_B", "AE_dis_A", "AE_dis_B", "D_MI_A",
-                  "D_MI_B")
-    VISUAL_NAMES = (("real_A", "fake_B", "rec_A", "ae_rec_A", "ae_cross_B"),
-                    ("real_B", "fake_A", "rec_B", "ae_rec_B", "ae_cross_A"))
+    LOSS_NAMES = (
+        *CycleGANTrainer.LOSS_NAMES,
+        "dis_A",
+        "dis_B",
+        "MI_A",
+        "MI_B",
+        "AE_dis_A",
+        "AE_dis_B",
+        "D_MI_A",
+        "D_MI_B",
+    )
+    VISUAL_NAMES = (
+        ("real_A", "fake_B", "rec_A", "ae_rec_A", "ae_cross_B"),
+        ("real_B", "fake_A", "rec_B", "ae_rec_B", "ae_cross_A"),
+    )
 
     def __init__(
         self,
@@ -104,9 +115,14 @@ class MI2GANTrainer(CycleGANTrainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(
-            *args, variant=method, lambda_cycle=lambda_cycle,
-            lambda_identity=lambda_identity, pool_size=pool_size, adversarial_criterion=adversarial_criterion,
-            image_keys=image_keys, **kwargs,
+            *args,
+            variant=method,
+            lambda_cycle=lambda_cycle,
+            lambda_identity=lambda_identity,
+            pool_size=pool_size,
+            adversarial_criterion=adversarial_criterion,
+            image_keys=image_keys,
+            **kwargs,
         )
         self.distill, self.mutual_information = "Enc_A" in self.networks, "D_MI" in self.networks
         self.lambda_distillation, self.lambda_mi = lambda_distillation, lambda_mi
@@ -121,8 +137,9 @@ class MI2GANTrainer(CycleGANTrainer):
         """
         return [[n for n in row if self.distill or not n.startswith("ae_")] for row in self.VISUAL_NAMES]
 
-    def content_terms(self, real_x: torch.Tensor, fake_y: torch.Tensor, real_y: torch.Tensor,
-                      x: str, y: str) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    def content_terms(
+        self, real_x: torch.Tensor, fake_y: torch.Tensor, real_y: torch.Tensor, x: str, y: str
+    ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
         """``L_dis`` and the DV bound of one direction ``x -> y`` (``A -> B`` or ``B -> A``).
 
         Args:
@@ -156,8 +173,10 @@ class MI2GANTrainer(CycleGANTrainer):
             ``{"loss": {name: float}, "images": {name: tensor}}``.
         """
         images = self.translate(self.prepare(batchdata[self.key_a]), self.prepare(batchdata[self.key_b]))
-        directions = [("A", "B", images["real_A"], images["fake_B"], images["real_B"]),
-                      ("B", "A", images["real_B"], images["fake_A"], images["real_A"])]
+        directions = [
+            ("A", "B", images["real_A"], images["fake_B"], images["real_B"]),
+            ("B", "A", images["real_B"], images["fake_A"], images["real_A"]),
+        ]
 
         # 1. Generators, with the discriminators, the auto-encoders and D_MI fixed:
         #    adversarial + alpha cycle + beta L_dis - lambda_mi I_DV, both directions.

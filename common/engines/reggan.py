@@ -22,9 +22,9 @@ __all__ = ["RegGANMode", "RegGANTrainer"]
 class RegGANMode(StrEnum):
     """The training modes of RegGAN's Table 1."""
 
-    PIX2PIX = "pix2pix"        # supervised: adversarial (conditional D) + 100 x L1 to the target
-    CYCLEGAN = "cyclegan"      # C: unsupervised, two generators, adversarial + 10 x cycle
-    REGGAN = "reggan"          # NC+R: one generator + registration, adversarial + 20 x correction + 10 x smooth
+    PIX2PIX = "pix2pix"  # supervised: adversarial (conditional D) + 100 x L1 to the target
+    CYCLEGAN = "cyclegan"  # C: unsupervised, two generators, adversarial + 10 x cycle
+    REGGAN = "reggan"  # NC+R: one generator + registration, adversarial + 20 x correction + 10 x smooth
     CYCLEGAN_R = "cyclegan_r"  # C+R: CycleGAN's losses plus the correction and smoothness losses
 
 
@@ -110,9 +110,16 @@ class RegGANTrainer(CycleGANTrainer):
             raise ValueError(f"Unknown RegGAN mode {mode!r}; expected one of {', '.join(RegGANMode)}.")
         self.mode = RegGANMode(mode)
         super().__init__(
-            *args, variant=self.mode.value,
-            lambda_cycle=lambda_cycle, lambda_identity=0.0, lambda_adv=lambda_adv, discriminator_reduction=DiscriminatorReduction.SUM,
-            pool_size=pool_size, adversarial_criterion=adversarial_criterion, image_keys=image_keys, **kwargs,
+            *args,
+            variant=self.mode.value,
+            lambda_cycle=lambda_cycle,
+            lambda_identity=0.0,
+            lambda_adv=lambda_adv,
+            discriminator_reduction=DiscriminatorReduction.SUM,
+            pool_size=pool_size,
+            adversarial_criterion=adversarial_criterion,
+            image_keys=image_keys,
+            **kwargs,
         )
         self.cycle, self.register = "G_BA" in self.networks, "R" in self.networks
         if not self.cycle:
@@ -165,8 +172,13 @@ class RegGANTrainer(CycleGANTrainer):
         with torch.no_grad(), self.autocast():
             fake_b = g_ab(real_a)  # recomputed by the updated generator
         with self.autocast():
-            d_losses = {"D_B": self.lambda_adv * (self.adversarial(d_b(torch.cat([real_a, fake_b], 1)), False)
-                                                  + self.adversarial(d_b(torch.cat([real_a, real_b], 1)), True))}
+            d_losses = {
+                "D_B": self.lambda_adv
+                * (
+                    self.adversarial(d_b(torch.cat([real_a, fake_b], 1)), False)
+                    + self.adversarial(d_b(torch.cat([real_a, real_b], 1)), True)
+                )
+            }
         d_values = self.step("discriminators", d_losses["D_B"], d_losses)
         return {**g_values, **d_values}, {"real_A": real_a, "fake_B": fake_b, "real_B": real_b}
 
@@ -183,8 +195,9 @@ class RegGANTrainer(CycleGANTrainer):
         with torch.no_grad(), self.autocast():
             fake_b = g_ab(real_a)  # recomputed by the updated generator; no pool
         with self.autocast():
-            d_losses = {"D_B": self.lambda_adv * (self.adversarial(d_b(fake_b), False)
-                                                  + self.adversarial(d_b(real_b), True))}
+            d_losses = {
+                "D_B": self.lambda_adv * (self.adversarial(d_b(fake_b), False) + self.adversarial(d_b(real_b), True))
+            }
         d_values = self.step("discriminators", d_losses["D_B"], d_losses)
         return {**g_values, **d_values}, {"real_A": real_a, "fake_B": fake_b, "reg_B": reg_b, "real_B": real_b}
 
@@ -203,6 +216,8 @@ class RegGANTrainer(CycleGANTrainer):
         """R registers the translation onto the target: the correction and smoothness terms."""
         ddf = self.networks["R"](fake_b, real_b)
         reg_b = self.warp(fake_b, ddf)
-        losses = {"correction": self.lambda_correction * correction_loss(reg_b, real_b),
-                  "smooth": self.lambda_smooth * smoothness_loss(ddf)}
+        losses = {
+            "correction": self.lambda_correction * correction_loss(reg_b, real_b),
+            "smooth": self.lambda_smooth * smoothness_loss(ddf),
+        }
         return losses, reg_b

@@ -66,8 +66,10 @@ class Stage:
         if self.checkpoint is not None:
             return {**self.checkpoint, "trainer": self.trainer}
         if not hasattr(self.trainer, "checkpoint_objects"):
-            raise ValueError(f"Stage {self.name!r}: list its `checkpoint` objects (network, optimizer); "
-                             f"{type(self.trainer).__name__} does not declare them.")
+            raise ValueError(
+                f"Stage {self.name!r}: list its `checkpoint` objects (network, optimizer); "
+                f"{type(self.trainer).__name__} does not declare them."
+            )
         return self.trainer.checkpoint_objects()
 
 
@@ -87,8 +89,10 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 
 def _state(objects: Mapping[str, Any]) -> dict:
-    return {name: unwrap(obj).state_dict() if isinstance(obj, nn.Module) else obj.state_dict()
-            for name, obj in objects.items()}
+    return {
+        name: unwrap(obj).state_dict() if isinstance(obj, nn.Module) else obj.state_dict()
+        for name, obj in objects.items()
+    }
 
 
 def _finished(trainer: Engine, saved: Mapping) -> bool:
@@ -97,8 +101,14 @@ def _finished(trainer: Engine, saved: Mapping) -> bool:
     return saved["iteration"] >= total > 0
 
 
-def run_stages(stages: Sequence[Stage], ckpt_dir: str | Path, resume: bool = False, release: nn.Module | None = None,
-               seed: int | None = None, device: torch.device | str = "cpu") -> None:
+def run_stages(
+    stages: Sequence[Stage],
+    ckpt_dir: str | Path,
+    resume: bool = False,
+    release: nn.Module | None = None,
+    seed: int | None = None,
+    device: torch.device | str = "cpu",
+) -> None:
     """Runs the stages in order, with per-stage checkpoints and resume, then writes the release weights.
 
     Args:
@@ -128,8 +138,12 @@ def run_stages(stages: Sequence[Stage], ckpt_dir: str | Path, resume: bool = Fal
             saved = torch.load(path, map_location=device, weights_only=True)
             if _finished(stage.trainer, saved["trainer"]):
                 Checkpoint.load_objects(to_load={k: v for k, v in objects.items() if k != "trainer"}, checkpoint=saved)
-                logger.info("Stage %r: finished earlier (iteration %d), reused from %s", stage.name,
-                            saved["trainer"]["iteration"], path)
+                logger.info(
+                    "Stage %r: finished earlier (iteration %d), reused from %s",
+                    stage.name,
+                    saved["trainer"]["iteration"],
+                    path,
+                )
                 _write_outputs(stage, ckpt_dir, main)
                 continue
             CheckpointLoader(load_path=str(path), load_dict=objects, map_location=device).attach(stage.trainer)

@@ -7,5 +7,12 @@ from common.evaluation.report import show_image, summarise, write_tables
 from common.evaluation.segmentation import SEGMENTATION_METRICS, evaluate_segmenter
 from common.evaluation.translation import evaluate_adaptation, evaluate_translation
 
-__all__ = ["evaluate_translation", "evaluate_adaptation", "evaluate_segmenter", "SEGMENTATION_METRICS", "show_image",
-           "summarise", "write_tables"]
+__all__ = [
+    "evaluate_translation",
+    "evaluate_adaptation",
+    "evaluate_segmenter",
+    "SEGMENTATION_METRICS",
+    "show_image",
+    "summarise",
+    "write_tables",
+]

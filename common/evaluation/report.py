@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -15,6 +16,8 @@ import torch
 from matplotlib.axes import Axes
 
 __all__ = ["summarise", "write_tables", "middle", "show_image"]
+
+logger = logging.getLogger(__name__)
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -30,8 +33,11 @@ def summarise(rows: list[dict]) -> dict:
     keys = [k for k in rows[0] if k != "volume"]
     values = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in keys}
     finite = {k: bool(np.isfinite(v).all()) for k, v in values.items()}
-    return {"per_volume": rows, "mean": {k: float(np.mean(v)) for k, v in values.items()},
-            "std": {k: float(np.std(v)) if finite[k] else math.inf for k, v in values.items()}}
+    return {
+        "per_volume": rows,
+        "mean": {k: float(np.mean(v)) for k, v in values.items()},
+        "std": {k: float(np.std(v)) if finite[k] else math.inf for k, v in values.items()},
+    }
 
 
 def write_tables(result: dict, output_dir: str | Path) -> Path:
@@ -57,6 +63,7 @@ def write_tables(result: dict, output_dir: str | Path) -> Path:
         temporary = output_dir / f".{name}.tmp"
         temporary.write_text(text)
         os.replace(temporary, output_dir / name)
+    logger.info("Wrote %s and %s", output_dir / "metrics.json", output_dir / "metrics.csv")
     return output_dir
 
 
@@ -91,5 +98,3 @@ def show_image(ax: Axes, image: torch.Tensor | np.ndarray, title: str, fontsize:
     ax.imshow(np.swapaxes(display, 0, 1), cmap="magma" if error else "gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title, fontsize=fontsize)
     ax.axis("off")
-
-

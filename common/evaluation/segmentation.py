@@ -5,7 +5,6 @@ predictions stacked back into the volume) and per class, Dice, ASSD and HD95
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,8 +29,13 @@ SEGMENTATION_METRICS = ("dice", "assd", "hd95")
 COLOURS = colormaps["tab10"]  # class c is drawn in colour c - 1
 
 
-def _scores(prediction: np.ndarray, label: np.ndarray, classes: Mapping[str, str], spacing: tuple[float, ...] | None,
-            prefix: str = "") -> dict[str, float]:
+def _scores(
+    prediction: np.ndarray,
+    label: np.ndarray,
+    classes: Mapping[str, str],
+    spacing: tuple[float, ...] | None,
+    prefix: str = "",
+) -> dict[str, float]:
     """One volume's flat row: the class means and every class's Dice, ASSD and HD95."""
     result = evaluate_segmentation(prediction, label, classes, spacing)
     row = {f"{prefix}{metric}": result["mean"][metric] for metric in SEGMENTATION_METRICS}
@@ -88,10 +92,13 @@ def evaluate_segmenter(
     models = [("model", "", network), *((name, f"{name}_", model) for name, model in (baselines or {}).items())]
     for _, _, model in models:
         model.to(device).eval()
-    volumes = CacheDataset([{"image": e["image"], "label": e["label"]} for e in items],
-                           domain_transform(datalist, domain, ("image", "label")), progress=False)
+    volumes = CacheDataset(
+        [{"image": e["image"], "label": e["label"]} for e in items],
+        domain_transform(datalist, domain, ("image", "label")),
+        progress=False,
+    )
     rows, shown = [], []
-    for entry, item in zip(items, volumes):
+    for entry, item in zip(items, volumes, strict=True):
         image, label = item["image"], np.asarray(item["label"][0]).round().astype(np.int64)
         spacing = tuple(float(s) for s in item["label"].pixdim[: label.ndim]) if label.ndim == 3 else None
         row, predictions = {"volume": Path(entry["image"]).name}, {}
@@ -103,15 +110,22 @@ def evaluate_segmenter(
         if len(shown) < examples:
             shown.append((row, image, predictions, label))
     unit = "mm" if datalist["tensor_dim"] == 3 else "pixels"
-    result = {"classes": list(classes.values()), "baselines": list(baselines or {}), "distance_unit": unit,
-              **summarise(rows)}
+    result = {
+        "classes": list(classes.values()),
+        "baselines": list(baselines or {}),
+        "distance_unit": unit,
+        **summarise(rows),
+    }
     output_dir = write_tables(result, output_dir)
     _draw_bars(result, output_dir / "metrics.png")
     _draw_examples(shown, classes, output_dir / "examples.png")
-    logger.info("Segmentation %s.%s: %s", domain, split,
-                {k: round(v, 4) for k, v in result["mean"].items() if k.split("_")[-1] in SEGMENTATION_METRICS})
-    logger.info("Wrote %s, %s and the figures metrics.png, examples.png", output_dir / "metrics.json",
-                output_dir / "metrics.csv")
+    logger.info(
+        "Segmentation %s.%s: %s",
+        domain,
+        split,
+        {k: round(v, 4) for k, v in result["mean"].items() if k.split("_")[-1] in SEGMENTATION_METRICS},
+    )
+    logger.info("Wrote the figures %s and %s", output_dir / "metrics.png", output_dir / "examples.png")
     return result
 
 
@@ -124,15 +138,21 @@ def _draw_bars(result: dict, path: Path) -> None:
     fig = Figure(figsize=(4.2 * len(SEGMENTATION_METRICS), 3.6), dpi=100)
     axes = fig.subplots(1, len(SEGMENTATION_METRICS))
     width = 0.8 / len(names)
-    for ax, metric in zip(axes, SEGMENTATION_METRICS):
-        for index, (name, prefix) in enumerate(zip(names, prefixes)):
+    for ax, metric in zip(axes, SEGMENTATION_METRICS, strict=True):
+        for index, (name, prefix) in enumerate(zip(names, prefixes, strict=True)):
             keys = [f"{prefix}{metric}_{c}" for c in classes] + [f"{prefix}{metric}"]
             means = np.array([result["mean"][k] for k in keys])
             stds = np.array([result["std"][k] for k in keys])
             finite = np.isfinite(means)  # inf (a missed structure) would hide every other bar
             positions = np.arange(len(keys)) + (index - (len(names) - 1) / 2) * width
-            ax.bar(positions[finite], means[finite], width, yerr=np.nan_to_num(stds[finite], posinf=0.0), capsize=2,
-                   label=name)
+            ax.bar(
+                positions[finite],
+                means[finite],
+                width,
+                yerr=np.nan_to_num(stds[finite], posinf=0.0),
+                capsize=2,
+                label=name,
+            )
             for x in positions[~finite]:
                 ax.text(x, 0, "inf", ha="center", va="bottom", fontsize=7, rotation=90)
         ax.set_xticks(np.arange(len(classes) + 1), [*classes, "mean"], rotation=30, fontsize=8)
@@ -155,12 +175,19 @@ def _draw_examples(shown: list, classes: Mapping[str, str], path: Path) -> None:
         image = cut(image.detach().cpu())
         show_image(axes[row, 0], image, scores["volume"] + ("" if z is None else f" (slice {z})"))
         titles = [f"{n}: Dice {scores['dice' if n == 'model' else f'{n}_dice']:.3f}" for n in predictions]
-        for column, (title, labels) in enumerate(zip([*titles, "truth"], [*predictions.values(), label]), start=1):
+        for column, (title, labels) in enumerate(
+            zip([*titles, "truth"], [*predictions.values(), label], strict=True), start=1
+        ):
             show_image(axes[row, column], image, title)
             overlay = np.ma.masked_equal(np.swapaxes(cut(labels), 0, 1), 0)
-            axes[row, column].imshow(overlay, cmap=COLOURS, vmin=0.5, vmax=COLOURS.N + 0.5, alpha=0.6,
-                                     interpolation="nearest")
-    fig.legend(handles=[Patch(color=COLOURS(int(v) - 1), label=name) for v, name in classes.items()],
-               loc="lower center", ncol=min(len(classes), 6), fontsize=8)
+            axes[row, column].imshow(
+                overlay, cmap=COLOURS, vmin=0.5, vmax=COLOURS.N + 0.5, alpha=0.6, interpolation="nearest"
+            )
+    fig.legend(
+        handles=[Patch(color=COLOURS(int(v) - 1), label=name) for v, name in classes.items()],
+        loc="lower center",
+        ncol=min(len(classes), 6),
+        fontsize=8,
+    )
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from matplotlib.figure import Figure
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from monai.data import CacheDataset
 from torch import nn
 
@@ -67,13 +67,15 @@ def evaluate_translation(
     items = entries(datalist, domain, split)
     if any("reference" not in e for e in items):
         raise DatalistError(f"`{domain}.{split}` entries need a `reference` (the subject in the other domain).")
-    inputs = CacheDataset([{"image": e["image"]} for e in items], domain_transform(datalist, own, ("image",)),
-                          progress=False)
-    references = CacheDataset([{"image": e["reference"]} for e in items],
-                              domain_transform(datalist, other, ("image",)), progress=False)
+    inputs = CacheDataset(
+        [{"image": e["image"]} for e in items], domain_transform(datalist, own, ("image",)), progress=False
+    )
+    references = CacheDataset(
+        [{"image": e["reference"]} for e in items], domain_transform(datalist, other, ("image",)), progress=False
+    )
     network = network.to(device).eval()
     rows, shown = [], []
-    for entry, source, reference in zip(items, inputs, references):
+    for entry, source, reference in zip(items, inputs, references, strict=True):
         image = source["image"]
         fake = translate(network, image.to(device)).cpu().clamp(-1, 1)
         real = reference["image"]
@@ -84,19 +86,26 @@ def evaluate_translation(
             mask = body.expand_as(candidate)
             row[f"{prefix}nmae"] = nmae(candidate, real, mask)
             row[f"{prefix}psnr"] = psnr(candidate, real, mask)
-            row[f"{prefix}ssim"] = float(np.mean([ssim(c, r) for c, r in zip(candidate, real)]))  # per channel
+            row[f"{prefix}ssim"] = float(
+                np.mean([ssim(c, r) for c, r in zip(candidate, real, strict=True)])
+            )  # per channel
         rows.append(row)
         if len(shown) < examples:
             shown.append((volume, image, fake, real))
     result = summarise(rows)
     output_dir = write_tables(result, output_dir)
     _draw(shown, result, output_dir / "examples.png")
-    np.savez_compressed(output_dir / "examples.npz", names=np.array([name for name, *_ in shown]),
-                        **{f"{kind}_{n}": middle(item[i + 1]) for n, item in enumerate(shown)
-                           for i, kind in enumerate(("source", "translation", "reference"))})
+    np.savez_compressed(
+        output_dir / "examples.npz",
+        names=np.array([name for name, *_ in shown]),
+        **{
+            f"{kind}_{n}": middle(item[i + 1])
+            for n, item in enumerate(shown)
+            for i, kind in enumerate(("source", "translation", "reference"))
+        },
+    )
     logger.info("Translation %s: %s", split, {k: round(v, 4) for k, v in result["mean"].items()})
-    logger.info("Wrote %s, %s, the figure %s and its arrays (examples.npz)", output_dir / "metrics.json",
-                output_dir / "metrics.csv", output_dir / "examples.png")
+    logger.info("Wrote the figure %s and its arrays (examples.npz)", output_dir / "examples.png")
     return result
 
 
@@ -107,7 +116,7 @@ def _draw(shown: list, result: dict, path: Path) -> None:
     for row, (name, source, fake, real) in enumerate(shown):
         panels = [source, fake, real, (fake - real).abs()]
         titles = [name, "translation", "reference", "|translation - reference|"]
-        for column, (panel, title) in enumerate(zip(panels, titles)):
+        for column, (panel, title) in enumerate(zip(panels, titles, strict=True)):
             show_image(axes[row, column], panel, title, error=column == 3)
     mean = result["mean"]
     fig.suptitle(
@@ -168,10 +177,16 @@ def evaluate_adaptation(
         raise DatalistError(f"`{domain}.{split}` entries need a `label` to evaluate segmentation.")
     with_reference = all("reference" in e for e in items)
     classes = [int(k) for k in datalist["labels"] if int(k) > 0]
-    inputs = CacheDataset([{"image": e["image"], "label": e["label"]} for e in items],
-                          domain_transform(datalist, domain, ("image", "label")), progress=False)
-    references = CacheDataset([{"image": e["reference"]} for e in items] if with_reference else [],
-                              domain_transform(datalist, other, ("image",)), progress=False)
+    inputs = CacheDataset(
+        [{"image": e["image"], "label": e["label"]} for e in items],
+        domain_transform(datalist, domain, ("image", "label")),
+        progress=False,
+    )
+    references = CacheDataset(
+        [{"image": e["reference"]} for e in items] if with_reference else [],
+        domain_transform(datalist, other, ("image",)),
+        progress=False,
+    )
     pipeline = pipeline.to(device).eval()
 
     def segment(image: torch.Tensor) -> np.ndarray:
@@ -181,12 +196,15 @@ def evaluate_adaptation(
         return float(np.mean([dice_score(prediction == c, truth == c) for c in classes]))
 
     rows, shown = [], []
-    for index, (entry, item) in enumerate(zip(items, inputs)):
+    for index, (entry, item) in enumerate(zip(items, inputs, strict=True)):
         image, label = item["image"], np.asarray(item["label"][0]).round().astype(int)
         translation = translate(pipeline.translator, image.to(device)).cpu().clamp(-1, 1)
         prediction = segment(translation)
-        row = {"volume": Path(entry["image"]).name, "dice": dice(prediction, label),
-               "identity_dice": dice(segment(image), label)}
+        row = {
+            "volume": Path(entry["image"]).name,
+            "dice": dice(prediction, label),
+            "identity_dice": dice(segment(image), label),
+        }
         reference = None
         if with_reference:
             reference = references[index]["image"]
@@ -196,7 +214,7 @@ def evaluate_adaptation(
             whole = torch.ones_like(reference, dtype=torch.bool)
             for prefix, candidate in (("", translation), ("identity_", image)):
                 row[f"{prefix}nmae"] = nmae(candidate, reference, whole)
-                row[f"{prefix}ssim"] = float(np.mean([ssim(c, r) for c, r in zip(candidate, reference)]))
+                row[f"{prefix}ssim"] = float(np.mean([ssim(c, r) for c, r in zip(candidate, reference, strict=True)]))
         rows.append(row)
         if len(shown) < examples:
             shown.append((row["volume"], image, translation, reference, prediction, label))
@@ -209,8 +227,7 @@ def evaluate_adaptation(
         arrays[f"reference_{n}"] = middle(reference if reference is not None else image)
     np.savez_compressed(output_dir / "examples.npz", names=np.array([item[0] for item in shown]), **arrays)
     logger.info("Adaptation %s.%s: %s", domain, split, {k: round(v, 4) for k, v in result["mean"].items()})
-    logger.info("Wrote %s, %s, the figure %s and its arrays (examples.npz)", output_dir / "metrics.json",
-                output_dir / "metrics.csv", output_dir / "examples.png")
+    logger.info("Wrote the figure %s and its arrays (examples.npz)", output_dir / "examples.png")
     return result
 
 
@@ -221,9 +238,13 @@ def _draw_adaptation(shown: list, result: dict, path: Path) -> None:
     axes = fig.subplots(len(shown), 4, squeeze=False)
     for row, (name, image, translation, reference, prediction, label) in enumerate(shown):
         panels = [image, translation, reference if reference is not None else image, translation]
-        titles = [name, "translation", "reference" if reference is not None else "(no reference)",
-                  "prediction (yellow) vs label (white)"]
-        for column, (panel, title) in enumerate(zip(panels, titles)):
+        titles = [
+            name,
+            "translation",
+            "reference" if reference is not None else "(no reference)",
+            "prediction (yellow) vs label (white)",
+        ]
+        for column, (panel, title) in enumerate(zip(panels, titles, strict=True)):
             ax = axes[row, column]
             show_image(ax, panel, title)
             if column == 3:
@@ -234,8 +255,10 @@ def _draw_adaptation(shown: list, result: dict, path: Path) -> None:
     mean = result["mean"]
     title = f"Dice {mean['dice']:.3f} (direct transfer {mean['identity_dice']:.3f})"
     if "agreement_dice" in mean:
-        title += (f"   reference Dice {mean['reference_dice']:.3f}   agreement {mean['agreement_dice']:.3f}"
-                  f"   NMAE {mean['nmae']:.4f} (identity {mean['identity_nmae']:.4f})")
+        title += (
+            f"   reference Dice {mean['reference_dice']:.3f}   agreement {mean['agreement_dice']:.3f}"
+            f"   NMAE {mean['nmae']:.4f} (identity {mean['identity_nmae']:.4f})"
+        )
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)

@@ -29,6 +29,7 @@ def image_grid(images: dict[str, torch.Tensor], rows: Sequence[Sequence[str]]) -
         ``(3, rows * W, columns * H)``: each image is shown with its first spatial axis
         horizontal, as MONAI loads PNGs and as NIfTI viewers show axial slices.
     """
+
     def tile(name: str) -> np.ndarray:
         image = images[name][0].detach().float().cpu().numpy()
         image = np.clip((image + 1) / 2, 0, 1).transpose(0, 2, 1)
@@ -52,8 +53,14 @@ class ImageGridHandler:
         tag: the TensorBoard tag.
     """
 
-    def __init__(self, rows: Sequence[Sequence[str]] | None = None, log_dir: str | None = None, output_dir: str | None = None,
-                 interval: int = 100, tag: str = "images") -> None:
+    def __init__(
+        self,
+        rows: Sequence[Sequence[str]] | None = None,
+        log_dir: str | None = None,
+        output_dir: str | None = None,
+        interval: int = 100,
+        tag: str = "images",
+    ) -> None:
         self.rows, self.interval, self.tag = rows, interval, tag
         self.writer = SummaryWriter(log_dir) if log_dir else None
         self.output_dir = Path(output_dir) if output_dir else None

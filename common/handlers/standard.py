@@ -29,7 +29,9 @@ def on_main_process(handlers: Sequence) -> list:
     return list(handlers) if is_main_process() else []
 
 
-def training_handlers(output_dir: str | Path, log_interval: int, validation: ValidationHandler | None = None, tag: str = "train_loss") -> list:
+def training_handlers(
+    output_dir: str | Path, log_interval: int, validation: ValidationHandler | None = None, tag: str = "train_loss"
+) -> list:
     """The logging handlers of a :class:`~common.engines.MultiNetworkTrainer` (and its validation).
 
     Args:
@@ -46,10 +48,18 @@ def training_handlers(output_dir: str | Path, log_interval: int, validation: Val
         given on every process (MONAI's metrics gather their values across processes).
     """
     tensorboard = os.path.join(output_dir, "tensorboard")
-    return [*on_main_process([
-        StatsHandler(tag_name=tag, output_transform=loss_output,
-                     iteration_log=lambda engine, iteration: iteration % log_interval == 0),
-        TensorBoardStatsHandler(log_dir=tensorboard, tag_name=tag, output_transform=loss_output),
-        ImageGridHandler(log_dir=tensorboard, output_dir=str(output_dir), interval=log_interval),
-        ProgressBar(persist=True),
-    ]), *([validation] if validation is not None else [])]
+    return [
+        *on_main_process(
+            [
+                StatsHandler(
+                    tag_name=tag,
+                    output_transform=loss_output,
+                    iteration_log=lambda engine, iteration: iteration % log_interval == 0,
+                ),
+                TensorBoardStatsHandler(log_dir=tensorboard, tag_name=tag, output_transform=loss_output),
+                ImageGridHandler(log_dir=tensorboard, output_dir=str(output_dir), interval=log_interval),
+                ProgressBar(persist=True),
+            ]
+        ),
+        *([validation] if validation is not None else []),
+    ]

@@ -42,5 +42,7 @@ def identity_loss(same: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 def _l1(output: torch.Tensor, real: torch.Tensor, name: str) -> torch.Tensor:
     if output.shape != real.shape:
-        raise ValueError(f"`{name}` and `real` must have the same shape, got {tuple(output.shape)} and {tuple(real.shape)}.")
+        raise ValueError(
+            f"`{name}` and `real` must have the same shape, got {tuple(output.shape)} and {tuple(real.shape)}."
+        )
     return F.l1_loss(output.float(), real.float())

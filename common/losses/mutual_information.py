@@ -158,7 +158,9 @@ class MutualInformationEstimator(nn.Module):
             offset = int(torch.randint(1, x.shape[0], (1,)))
             z_marginal = torch.roll(z, shifts=offset, dims=0)
         elif z_marginal.shape != z.shape:
-            raise ValueError(f"`z_marginal` must have the shape of `z` {tuple(z.shape)}, got {tuple(z_marginal.shape)}.")
+            raise ValueError(
+                f"`z_marginal` must have the shape of `z` {tuple(z.shape)}, got {tuple(z_marginal.shape)}."
+            )
         t_joint = self.pair_scores(x, z)
         t_marginal = self.pair_scores(x, z_marginal)
         if self.bound == MIBound.F_DIVERGENCE:

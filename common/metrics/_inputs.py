@@ -25,8 +25,11 @@ def to_numpy(value: ArrayLike, name: str) -> np.ndarray:
         value = value.numpy()
     if not isinstance(value, np.ndarray):
         raise ValueError(f"`{name}` must be a numpy array or a torch tensor, got {type(value).__name__}.")
-    if not (np.issubdtype(value.dtype, np.bool_) or np.issubdtype(value.dtype, np.integer)
-            or np.issubdtype(value.dtype, np.floating)):
+    if not (
+        np.issubdtype(value.dtype, np.bool_)
+        or np.issubdtype(value.dtype, np.integer)
+        or np.issubdtype(value.dtype, np.floating)
+    ):
         raise ValueError(f"`{name}` must have a boolean, integer or floating dtype, got {value.dtype}.")
     return value
 

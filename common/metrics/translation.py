@@ -124,4 +124,3 @@ def _image(value: ArrayLike, name: str) -> np.ndarray:
     if low < -1 - _RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
         raise ValueError(f"`{name}` must be scaled to [-1, 1], got values in [{low:.4g}, {high:.4g}].")
     return array
-

@@ -9,5 +9,14 @@ from common.networks.pipeline import TranslateThenSegment, sub_state_dict
 from common.networks.registration import RegistrationNetwork
 from common.networks.utils import parameters
 
-__all__ = ["ResnetGenerator", "init_normal", "PooledPatchDiscriminator", "RegistrationNetwork", "parameters",
-           "ContentEncoder", "ContentDecoder", "TranslateThenSegment", "sub_state_dict"]
+__all__ = [
+    "ResnetGenerator",
+    "init_normal",
+    "PooledPatchDiscriminator",
+    "RegistrationNetwork",
+    "parameters",
+    "ContentEncoder",
+    "ContentDecoder",
+    "TranslateThenSegment",
+    "sub_state_dict",
+]

@@ -90,8 +90,19 @@ class ContentDecoder(nn.Module):
         layers = []
         for level in reversed(range(n_downsampling)):
             width = channels * 2**level
-            layers.append(Convolution(2, 2 * width, width, strides=2, kernel_size=3, act=LEAKY_RELU, norm="instance",
-                                      is_transposed=True, output_padding=1))
+            layers.append(
+                Convolution(
+                    2,
+                    2 * width,
+                    width,
+                    strides=2,
+                    kernel_size=3,
+                    act=LEAKY_RELU,
+                    norm="instance",
+                    is_transposed=True,
+                    output_padding=1,
+                )
+            )
         layers += [Convolution(2, channels, out_channels, kernel_size=7, conv_only=True), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         self.in_channels = channels * 2**n_downsampling

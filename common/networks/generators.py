@@ -60,8 +60,9 @@ class ResnetGenerator(nn.Module):
         ``2 ** n_downsampling``; the output is in [-1, 1].
     """
 
-    def __init__(self, in_channels: int, out_channels: int, ngf: int = 64, n_blocks: int = 9,
-                 n_downsampling: int = 2) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, ngf: int = 64, n_blocks: int = 9, n_downsampling: int = 2
+    ) -> None:
         super().__init__()
         if min(in_channels, out_channels, ngf) < 1 or n_blocks < 0 or n_downsampling < 0:
             raise ValueError(
@@ -75,13 +76,19 @@ class ResnetGenerator(nn.Module):
         ]
         channels = ngf
         for _ in range(n_downsampling):
-            layers += [nn.Conv2d(channels, channels * 2, 3, stride=2, padding=1), nn.InstanceNorm2d(channels * 2),
-                       nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(channels, channels * 2, 3, stride=2, padding=1),
+                nn.InstanceNorm2d(channels * 2),
+                nn.ReLU(inplace=True),
+            ]
             channels *= 2
         layers += [_ResidualBlock(channels) for _ in range(n_blocks)]
         for _ in range(n_downsampling):
-            layers += [nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1),
-                       nn.InstanceNorm2d(channels // 2), nn.ReLU(inplace=True)]
+            layers += [
+                nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1),
+                nn.InstanceNorm2d(channels // 2),
+                nn.ReLU(inplace=True),
+            ]
             channels //= 2
         layers += [nn.Conv2d(channels, out_channels, 7, padding=3, padding_mode="reflect"), nn.Tanh()]
         self.model = nn.Sequential(*layers)

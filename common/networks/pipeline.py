@@ -59,7 +59,7 @@ def sub_state_dict(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, 
         KeyError: no entry starts with ``prefix.``.
     """
     head = prefix.rstrip(".") + "."
-    sub = {key[len(head):]: value for key, value in state.items() if key.startswith(head)}
+    sub = {key[len(head) :]: value for key, value in state.items() if key.startswith(head)}
     if not sub:
         raise KeyError(f"No weights under {head!r}; the state_dict has {sorted({k.split('.')[0] for k in state})}.")
     return sub

@@ -41,16 +41,20 @@ class RegistrationNetwork(LocalNet):
         ``(B, C, *S), (B, C, *S) -> (B, spatial_dims, *S)``.
     """
 
-    def __init__(self, in_channels: int = 1, spatial_dims: int = 2, channels: int = 32, levels: int = 3,
-                 init_zeros: bool = True) -> None:
+    def __init__(
+        self, in_channels: int = 1, spatial_dims: int = 2, channels: int = 32, levels: int = 3, init_zeros: bool = True
+    ) -> None:
         if min(in_channels, channels, levels) < 1 or spatial_dims not in (2, 3):
             raise ValueError(
                 f"RegistrationNetwork needs positive in_channels, channels and levels and spatial_dims 2 or 3, got "
                 f"in_channels={in_channels}, channels={channels}, levels={levels}, spatial_dims={spatial_dims}."
             )
         super().__init__(
-            spatial_dims=spatial_dims, in_channels=2 * in_channels, num_channel_initial=channels,
-            extract_levels=tuple(range(levels + 1)), out_kernel_initializer="zeros" if init_zeros else "kaiming_uniform",
+            spatial_dims=spatial_dims,
+            in_channels=2 * in_channels,
+            num_channel_initial=channels,
+            extract_levels=tuple(range(levels + 1)),
+            out_kernel_initializer="zeros" if init_zeros else "kaiming_uniform",
             out_channels=spatial_dims,
         )
         self.multiple = 2**levels
@@ -69,7 +73,9 @@ class RegistrationNetwork(LocalNet):
             ValueError: shapes differ, or a spatial size not divisible by ``2 ** levels``.
         """
         if moving.shape != fixed.shape:
-            raise ValueError(f"`moving` and `fixed` must have the same shape, got {list(moving.shape)} and {list(fixed.shape)}.")
+            raise ValueError(
+                f"`moving` and `fixed` must have the same shape, got {list(moving.shape)} and {list(fixed.shape)}."
+            )
         sizes: Sequence[int] = moving.shape[2:]
         if any(s % self.multiple for s in sizes):
             raise ValueError(
