@@ -2,6 +2,9 @@
 a translation; or a disentanglement, then a segmenter on its outputs), each with its own
 trainer, checkpoint and resume; a finished stage is reused, never retrained.
 
+A later stage reads what an earlier one trained through the config's references: the same
+network objects (e.g. DADR's segmenter stage uses the encoders that its disentanglement stage
+trained); a reused stage's weights are loaded from its checkpoint before the next stage starts.
 Each stage keeps its resume checkpoint in ``ckpt_dir/<stage>/resume.pt``, written atomically
 after every epoch and at the end. With ``resume``, a stage whose checkpoint reached the
 requested iteration count is loaded and skipped, a stage whose checkpoint did not continues

@@ -1,6 +1,11 @@
 """Segmentation evaluation of a release network that outputs a label map: per 3D volume (2D
 predictions stacked back into the volume) and per class, Dice, ASSD and HD95
-(:func:`common.metrics.evaluate_segmentation`), next to baselines such as no adaptation."""
+(:func:`common.metrics.evaluate_segmentation`), next to baselines such as no adaptation.
+
+MONAI's ``MetricsSaver`` writes an evaluator's metrics per decollated batch item; here an item is
+a whole volume assembled from 2D predictions, scored with the project's ASSD (the SIFA
+definition, which MONAI's surface distance does not compute), so the tables are written here.
+"""
 
 from __future__ import annotations
 
