@@ -6,7 +6,7 @@ A later stage reads what an earlier one trained through the config's references:
 network objects (e.g. DADR's segmenter stage uses the encoders that its disentanglement stage
 trained); a reused stage's weights are loaded from its checkpoint before the next stage starts.
 Each stage keeps its resume checkpoint in ``ckpt_dir/<stage>/resume.pt``, written atomically
-after every epoch and at the end. With ``resume``, a stage whose checkpoint reached the
+after every epoch. With ``resume``, a stage whose checkpoint reached the
 requested iteration count is loaded and skipped, a stage whose checkpoint did not continues
 from it (MONAI ``CheckpointLoader``), and the later stages start when it ends. The release
 network (``models/model.pt``, a bare ``state_dict``) is written once, after the last stage.
@@ -135,7 +135,7 @@ def run_stages(
             logger.info("Stage %r: not used by this configuration, skipped", stage.name)
             continue
         if seed is not None:
-            set_determinism(seed=seed + (dist.get_rank() if dist.is_available() and dist.is_initialized() else 0))
+            set_determinism(seed=seed + (0 if is_main_process() else dist.get_rank()))
         objects, path = stage.objects(), ckpt_dir / stage.name / CHECKPOINT_FILENAME
         if resume and path.is_file():
             saved = torch.load(path, map_location=device, weights_only=True)
@@ -153,10 +153,8 @@ def run_stages(
             logger.info("Stage %r: resuming from %s (iteration %d)", stage.name, path, saved["trainer"]["iteration"])
         elif resume:
             logger.info("Stage %r: no checkpoint at %s, training from the start", stage.name, path)
-        if main:
-            save = lambda engine, objects=objects, path=path: atomic_save(_state(objects), path)  # noqa: E731
-            stage.trainer.add_event_handler(Events.EPOCH_COMPLETED, save)
-            stage.trainer.add_event_handler(Events.COMPLETED, save)
+        if main:  # after every epoch, the last one included
+            stage.trainer.add_event_handler(Events.EPOCH_COMPLETED, _save_checkpoint, objects, path)
         logger.info("Stage %r: training", stage.name)
         stage.trainer.run()
         logger.info("Stage %r: done after %d iterations", stage.name, stage.trainer.state.iteration)
@@ -164,6 +162,10 @@ def run_stages(
     if release is not None and main:
         atomic_save(unwrap(release).state_dict(), ckpt_dir / RELEASE_FILENAME)
         logger.info("Saved the release weights %s", ckpt_dir / RELEASE_FILENAME)
+
+
+def _save_checkpoint(engine: Engine, objects: Mapping[str, Any], path: Path) -> None:
+    atomic_save(_state(objects), path)
 
 
 def _write_outputs(stage: Stage, ckpt_dir: Path, main: bool) -> None:
