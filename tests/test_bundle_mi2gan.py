@@ -127,7 +127,7 @@ def test_a_run_killed_in_stage_2_resumes_stage_2(trained, tmp_path):
     """SIGKILL during the translation stage (after its first epoch's checkpoint), then `--resume
     true`: the segmenter stage is reused and the translation continues from its checkpoint."""
     root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
-    longer = ("--epoch_length", "60")  # 2 epochs of 60 iterations: time to kill it in between
+    longer = ("--epoch_length", "30")  # 2 epochs of 30 iterations: time to kill it in between
     checkpoint = root / "models" / "translation" / "resume.pt"
     output = open(tmp_path / "killed.log", "w")
     process = subprocess.Popen(
@@ -145,14 +145,14 @@ def test_a_run_killed_in_stage_2_resumes_stage_2(trained, tmp_path):
         "the run ended before it was killed:\n" + (tmp_path / "killed.log").read_text()[-3000:]
     )
     killed_at = torch.load(checkpoint, map_location="cpu", weights_only=False)["trainer"]["iteration"]
-    assert 60 <= killed_at < 120 and not (root / "models" / "model.pt").exists()  # killed in stage 2, no release yet
+    assert 30 <= killed_at < 60 and not (root / "models" / "model.pt").exists()  # killed in stage 2, no release yet
 
     log = bundle_run(root, "training", QUICK, *longer, "--resume", "true")
     assert "Stage 'segmenter': finished earlier" in log and "Stage 'segmenter': training" not in log
     assert "Stage 'translation': resuming from" in log and f"(iteration {killed_at})" in log
     assert "Restored all variables" in log and "Epoch: 1/2" not in log and "Epoch: 2/2" in log
     resume = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    assert resume["trainer"]["iteration"] == 120
+    assert resume["trainer"]["iteration"] == 60
     quick_pipeline().load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
 
 
