@@ -130,6 +130,23 @@ def test_the_config_is_checked_against_the_declaration(change, message):
         make(nets, optimizers)
 
 
+def test_an_optional_network_may_be_left_out():
+    class WithCritic(Autoencoder):
+        NETWORKS = ("encoder", "decoder", "critic")
+        OPTIONAL_NETWORKS = ("critic",)
+        OPTIMIZERS = {"autoencoder": ("encoder", "decoder"), "critic": ("critic",)}
+
+    nets = networks()
+    optimizer = torch.optim.Adam([*nets["encoder"].parameters(), *nets["decoder"].parameters()])
+    trainer = WithCritic("cpu", 1, [], {**nets, "critic": None}, {"autoencoder": optimizer, "critic": None})
+    assert set(trainer.networks) == {"encoder", "decoder"} and set(trainer.optimizers) == {"autoencoder"}
+    critic = nn.Linear(2, 1)
+    with pytest.raises(ValueError, match="missing optimizer 'critic' in `optimizers`; expected autoencoder, critic"):
+        WithCritic("cpu", 1, [], {**networks(), "critic": critic}, {"autoencoder": optimizer})
+    with pytest.raises(ValueError, match="missing network 'decoder'"):
+        WithCritic("cpu", 1, [], {"encoder": nets["encoder"]}, {"autoencoder": optimizer})
+
+
 def test_undeclared_loss_names_and_variants_are_refused():
     class Sloppy(Autoencoder):
         LOSS_NAMES = ("l1",)

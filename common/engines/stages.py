@@ -135,7 +135,7 @@ def run_stages(
             logger.info("Stage %r: not used by this configuration, skipped", stage.name)
             continue
         if seed is not None:
-            set_determinism(seed=seed + (0 if is_main_process() else dist.get_rank()))
+            set_determinism(seed=seed + (0 if main else dist.get_rank()))
         objects, path = stage.objects(), ckpt_dir / stage.name / CHECKPOINT_FILENAME
         if resume and path.is_file():
             saved = torch.load(path, map_location=device, weights_only=True)

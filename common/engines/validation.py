@@ -4,7 +4,9 @@ optionally the best network so far saved beside the final weights.
 
 Two kinds: segmentation Dice on labelled *source* images (target labels are never read during
 training), and translation PSNR against the references (the same subject rendered in the other
-domain, where the datalist has them).
+domain, where the datalist has them). The best network is saved by a small handler rather than
+MONAI's ``CheckpointSaver(save_key_metric=True)``, which writes in place (``atomic=False``): a
+crash while saving would leave a broken file where the best weights were.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ definition, which MONAI's surface distance does not compute), so the tables are 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,13 @@ def _scores(
     for name, scores in result["per_class"].items():
         row.update({f"{prefix}{metric}_{name}": scores[metric] for metric in SEGMENTATION_METRICS})
     return row
+
+
+def _float_output(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return model(x).float()
+
+    return forward
 
 
 def evaluate_segmenter(
@@ -95,8 +102,8 @@ def evaluate_segmenter(
         raise DatalistError(f"`{domain}.{split}[{missing[0]}]` has no `label`: segmentation is scored against labels.")
     classes = {k: v for k, v in datalist["labels"].items() if int(k) > 0}
     models = [("model", "", network), *((name, f"{name}_", model) for name, model in (baselines or {}).items())]
-    for _, _, model in models:
-        model.to(device).eval()
+    # Label maps as float: MONAI's slice inferer sums its windows in floating point.
+    models = [(name, prefix, _float_output(model.to(device).eval())) for name, prefix, model in models]
     volumes = CacheDataset(
         [{"image": e["image"], "label": e["label"]} for e in items],
         domain_transform(datalist, domain, ("image", "label")),
@@ -108,8 +115,7 @@ def evaluate_segmenter(
         spacing = tuple(float(s) for s in item["label"].pixdim[: label.ndim]) if label.ndim == 3 else None
         row, predictions = {"volume": Path(entry["image"]).name}, {}
         for name, prefix, model in models:
-            as_float = lambda x, model=model: model(x).float()  # noqa: E731  (MONAI's slice inferer sums floats)
-            predictions[name] = translate(as_float, image.to(device))[0].cpu().numpy().round().astype(np.int64)
+            predictions[name] = translate(model, image.to(device))[0].cpu().numpy().round().astype(np.int64)
             row.update(_scores(predictions[name], label, classes, spacing, prefix))
         rows.append(row)
         if len(shown) < examples:
