@@ -223,12 +223,15 @@ def brain_anatomy(size: int, rng: np.random.Generator) -> Anatomy:
     return Anatomy(tissue, tissue.copy(), (240.0 / size, 240.0 / size))
 
 
-def render_brain(anatomy: Anatomy, domain: str, rng: np.random.Generator) -> np.ndarray:
-    """T1-like or T2-like image in [0, 1]; the background is exactly 0 (noise only inside the head)."""
+def render_brain(anatomy: Anatomy, domain: str, rng: np.random.Generator, tables=(BRAIN_T1, BRAIN_T2)) -> np.ndarray:
+    """T1-like or T2-like image in [0, 1]; the background is exactly 0 (noise only inside the head).
+
+    ``tables``: the T1 and T2 value of each tissue class.
+    """
     if domain not in ("t1", "t2"):
         raise ValueError(f"Unknown brain domain {domain!r}; expected 't1' or 't2'.")
     tissue = anatomy.tissue
-    values = (BRAIN_T1 if domain == "t1" else BRAIN_T2)[tissue]
+    values = tables[0 if domain == "t1" else 1][tissue]
     texture = 1 + 0.04 * smooth_field(tissue.shape, rng, 0.03)
     image = np.where(tissue > 0, values * texture + rng.normal(0, 0.01, tissue.shape), 0.0)
     return np.clip(image, 0, 1).astype(np.float32)
@@ -306,14 +309,10 @@ POLYP_CENTRES = {
 }
 
 
-def render_polyp(anatomy: Anatomy, domain: str, rng: np.random.Generator) -> np.ndarray:
-    """RGB image in [0, 1], shape ``(3, H, W)``: mucosa texture, darker folds, a domed polyp,
-    specular highlights, then the centre's colour cast, illumination falloff, blur and noise."""
-    if domain not in POLYP_CENTRES:
-        raise ValueError(f"Unknown polyp centre {domain!r}; expected one of {sorted(POLYP_CENTRES)}.")
-    centre = POLYP_CENTRES[domain]
+def _polyp_scene(anatomy: Anatomy, rng: np.random.Generator, highlight: float) -> np.ndarray:
+    """The centre-independent reflectance of a frame: mucosa texture, folds, polyp dome, specular
+    highlights of value ``highlight``."""
     tissue, shape = anatomy.tissue, anatomy.tissue.shape
-    x, y = grid(shape)
     mucosa = np.array([0.78, 0.42, 0.36])[:, None, None] * (
         1 + 0.12 * smooth_field(shape, rng, 0.05) + 0.06 * smooth_field(shape, rng, 0.01)
     )
@@ -325,7 +324,18 @@ def render_polyp(anatomy: Anatomy, domain: str, rng: np.random.Generator) -> np.
         polyp_colour = np.array([0.86, 0.36, 0.38])[:, None, None] * (0.75 + 0.45 * dome)
         image = np.where(polyp, polyp_colour, image)
     highlights = smooth_field(shape, rng, 0.015) > 2.7
-    image = np.where(highlights, 1.0, image)
+    return np.where(highlights, highlight, image)
+
+
+def render_polyp(anatomy: Anatomy, domain: str, rng: np.random.Generator) -> np.ndarray:
+    """RGB image in [0, 1], shape ``(3, H, W)``: mucosa texture, darker folds, a domed polyp,
+    specular highlights, then the centre's colour cast, illumination falloff, blur and noise."""
+    if domain not in POLYP_CENTRES:
+        raise ValueError(f"Unknown polyp centre {domain!r}; expected one of {sorted(POLYP_CENTRES)}.")
+    centre = POLYP_CENTRES[domain]
+    shape = anatomy.tissue.shape
+    x, y = grid(shape)
+    image = _polyp_scene(anatomy, rng, highlight=1.0)
     image = image * np.asarray(centre["gain"])[:, None, None]
     image = image * (1 - centre["vignetting"] * (x**2 + y**2) / 2)
     if centre["blur"]:
@@ -339,3 +349,198 @@ def rician(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndar
     real = image + rng.normal(0, sigma, image.shape)
     imaginary = rng.normal(0, sigma, image.shape)
     return np.hypot(real, imaginary).astype(np.float32)
+
+
+# === version 2: each task holds the kind of shift its method removes (benchmark v2) ========
+# Version 1 above stays byte-identical behind ``--version 1``. Each change is motivated in
+# docs/synthetic_benchmark.md by the real-data phenomenon it imitates, and calibrated with
+# oracles by ``python -m common.data.calibrate``.
+
+# --- polyp v2: centres differ by an invertible colour/tone/illumination change -------------
+
+# Per centre, applied in this order to the scene's reflectance: a 3 x 3 colour matrix (white
+# balance and the processor's hue/saturation rendering), illumination falloff (the light
+# source), a display gamma, then a small blur and noise. All but blur and noise are invertible
+# per pixel, which :func:`polyp_inverse` undoes exactly (up to 8-bit quantisation): the scene
+# is kept in [0, 1] and the gains keep every centre's appearance there, so nothing is clipped.
+
+
+def hue_saturation_matrix(degrees: float, saturation: float) -> np.ndarray:
+    """The RGB matrix that rotates hue by ``degrees`` about the grey axis and scales saturation."""
+    grey = np.full((3, 3), 1 / 3)
+    angle = np.deg2rad(degrees)
+    # Rotation about the unit grey axis (Rodrigues); grey stays grey.
+    k = np.array([[0, -1, 1], [1, 0, -1], [-1, 1, 0]]) / np.sqrt(3)
+    rotation = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+    return grey + saturation * (rotation - grey)
+
+
+POLYP_CENTRES_V2 = {
+    "a": {"colour": 0.9 * np.eye(3), "vignetting": 0.25, "gamma": 1.0, "blur": 0.0, "noise": 0.01},
+    "b": {
+        "colour": 0.82 * hue_saturation_matrix(45.0, 1.3),  # cooler light, a processor that shifts red to yellow-green
+        "vignetting": 0.55,  # a narrower beam: darker periphery
+        "gamma": 0.65,  # a brighter tone curve (output = input ** 0.65)
+        "blur": 0.006,  # 0.4 pixel at 64 x 64: slightly softer optics
+        "noise": 0.015,
+    },
+}
+
+
+def _falloff(shape: tuple[int, int], strength: float) -> np.ndarray:
+    x, y = grid(shape)
+    return 1 - strength * (x**2 + y**2) / 2
+
+
+def polyp_appearance(scene: np.ndarray, domain: str) -> np.ndarray:
+    """A centre's invertible appearance: colour matrix, illumination falloff and gamma (no blur, no noise)."""
+    centre = POLYP_CENTRES_V2[domain]
+    image = np.einsum("ij,jhw->ihw", centre["colour"], scene) * _falloff(scene.shape[1:], centre["vignetting"])
+    return np.clip(image, 0, 1) ** centre["gamma"]
+
+
+def polyp_inverse(image: np.ndarray, domain: str, to: str) -> np.ndarray:
+    """The oracle translation of a ``domain`` frame into centre ``to``: the exact inverse of
+    ``domain``'s gamma, falloff and colour matrix, then ``to``'s appearance; blur and noise stay.
+
+    Args:
+        image: ``(3, H, W)`` in [0, 1].
+        domain: the centre the image comes from.
+        to: the centre to render it in.
+    """
+    centre = POLYP_CENTRES_V2[domain]
+    linear = np.clip(image, 1e-6, 1) ** (1 / centre["gamma"]) / _falloff(image.shape[1:], centre["vignetting"])
+    scene = np.einsum("ij,jhw->ihw", np.linalg.inv(centre["colour"]), linear)
+    return polyp_appearance(scene, to).astype(np.float32)
+
+
+def render_polyp_v2(anatomy: Anatomy, domain: str, rng: np.random.Generator) -> np.ndarray:
+    """RGB image in [0, 1], shape ``(3, H, W)``: the scene in the centre's appearance, a small blur and noise."""
+    if domain not in POLYP_CENTRES_V2:
+        raise ValueError(f"Unknown polyp centre {domain!r}; expected one of {sorted(POLYP_CENTRES_V2)}.")
+    centre = POLYP_CENTRES_V2[domain]
+    image = polyp_appearance(np.clip(_polyp_scene(anatomy, rng, highlight=0.97), 0, 1), domain)
+    if centre["blur"]:
+        sigma = centre["blur"] * anatomy.tissue.shape[0]
+        image = gaussian_filter(image, sigma=(0, sigma, sigma))
+    image = image + rng.normal(0, centre["noise"], image.shape)
+    return np.clip(image, 0, 1).astype(np.float32)
+
+
+# --- brain v2: oedema-like lesions, bright in T2 and faint in T1 ---------------------------
+
+BRAIN_LABELS_V2 = {**BRAIN_LABELS, 6: "lesion"}
+# Vasogenic oedema: strongly hyperintense in T2 (near CSF), only mildly hypointense in T1.
+BRAIN_T1_V2 = np.append(BRAIN_T1, 0.7)
+BRAIN_T2_V2 = np.append(BRAIN_T2, 0.85)
+
+
+def brain_anatomy_v2(size: int, rng: np.random.Generator) -> Anatomy:
+    """The v1 head slice with one or two oedema-like lesions (tissue and label 6) in the white matter."""
+    anatomy = brain_anatomy(size, rng)
+    tissue = anatomy.tissue.copy()
+    x, y = grid((size, size))
+    brain = (tissue == 4) | (tissue == 5)
+    for _ in range(rng.integers(1, 3)):
+        candidates = np.argwhere(tissue == 5)
+        centre = candidates[rng.integers(len(candidates))] / (size - 1) * 2 - 1
+        lesion = blob([x, y], centre, jitter(rng, (0.11, 0.11), 0.4), rng, 0.3) & brain
+        tissue[lesion] = 6
+    return Anatomy(tissue, tissue.copy(), anatomy.spacing)
+
+
+def render_brain_v2(anatomy: Anatomy, domain: str, rng: np.random.Generator) -> np.ndarray:
+    """T1-like or T2-like image in [0, 1] with the lesions' own contrast; background exactly 0."""
+    return render_brain(anatomy, domain, rng, (BRAIN_T1_V2, BRAIN_T2_V2))
+
+
+# --- cardiac v2: MR-only local differences on top of the global contrast change ------------
+
+
+@dataclass(frozen=True)
+class CardiacLocalEffects:
+    """MR-only, structure-specific appearance of the myocardium, applied to the tissue values
+    before bias field and noise:
+
+    - ``texture``: relative amplitude of a fine myocardial texture (fibre orientation and
+      susceptibility effects in MR; CT myocardium is smooth);
+    - ``contrast``: per subject, the myocardium's value moves a fraction drawn from
+      ``[0, contrast]`` of the way to the LV cavity's (oedema, fibrosis and inflow effects
+      that change the wall/blood contrast from subject to subject);
+    - ``partial_volume``: Gaussian blur (fraction of the in-plane size) of the values of the
+      heart, the partial-volume boundaries of thick MR slices.
+    """
+
+    texture: float = 0.4
+    contrast: float = 0.8
+    partial_volume: float = 0.018
+
+    def __call__(self, values: np.ndarray, tissue: np.ndarray, table: np.ndarray, rng: np.random.Generator):
+        myocardium, heart = tissue == 6, (tissue == 5) | (tissue == 6)
+        shift = rng.uniform(0, self.contrast) * (table[5] - table[6])
+        fine = 1 + self.texture * smooth_field(tissue.shape, rng, 0.02)
+        values = np.where(myocardium, (values + shift) * fine, values)
+        sigma = [self.partial_volume * tissue.shape[0]] * 2 + [0.5 * self.partial_volume * tissue.shape[0]]
+        blurred = gaussian_filter(values, sigma=sigma[: tissue.ndim])
+        near_heart = gaussian_filter(heart.astype(float), sigma=sigma[: tissue.ndim]) > 0.01
+        return np.where(near_heart, blurred, values)
+
+
+@dataclass(frozen=True)
+class CardiacRenderingV2:
+    """v1's CT/MR rendering plus the MR-only local effects.
+
+    ``render(anatomy, "ct_local", rng)`` is the CT rendering *with* the MR-only local effects: what
+    an ideal global style transfer (a per-tissue lookup from MR to CT values) makes of an MR
+    image, the ceiling of any method that aligns the domains globally only.
+    """
+
+    base: CTMRRendering
+    local: CardiacLocalEffects
+
+    def __call__(self, anatomy: Anatomy, domain: str, rng: np.random.Generator) -> np.ndarray:
+        if domain not in ("ct", "mr", "ct_local"):
+            raise ValueError(f"Unknown cardiac domain {domain!r}; expected 'ct' or 'mr'.")
+        base, tissue, shape = self.base, anatomy.tissue, anatomy.tissue.shape
+        table = base.mr if domain == "mr" else base.ct
+        texture = 1 + base.texture * smooth_field(shape, rng, 0.03)
+        values = table[tissue] * np.where(tissue > 0, texture, 1)
+        # v1's draws first, in v1's order (CT: texture, noise; MR: texture, bias, complex noise),
+        # then the local effects': "ct" is v1's CT exactly and "ct_local" differs from it only
+        # where the local effects act.
+        if domain == "mr":
+            bias = np.exp(base.bias * smooth_field(shape, rng, 0.3))
+            noise = rng.normal(0, base.mr_noise, shape), rng.normal(0, base.mr_noise, shape)
+        else:
+            noise = rng.normal(0, base.ct_noise, shape)
+        if domain != "ct":
+            values = self.local(values, tissue, table, rng)
+        if domain == "mr":
+            return np.hypot(values * bias + noise[0], noise[1]).astype(np.float32)
+        return (values + noise).astype(np.float32)
+
+
+render_cardiac_v2 = CardiacRenderingV2(render_cardiac, CardiacLocalEffects())
+
+
+# --- abdomen v2: an optional multi-phase T1-weighted MR target -----------------------------
+
+# Dynamic contrast-enhanced T1 (fat-suppressed) per tissue (0 air, fat, muscle, bone, liver,
+# right kidney, left kidney, spleen) and phase: pre-contrast, arterial (~20 s: kidneys' cortex
+# and spleen enhance first), portal-venous (~70 s: liver enhances, spleen and kidneys even out).
+ABDOMEN_MR_PHASES = {
+    "pre_contrast": np.array([0.0, 150.0, 300.0, 120.0, 420.0, 260.0, 260.0, 330.0]),
+    "arterial": np.array([0.0, 160.0, 330.0, 130.0, 470.0, 900.0, 900.0, 780.0]),
+    "portal_venous": np.array([0.0, 170.0, 360.0, 140.0, 740.0, 800.0, 800.0, 650.0]),
+}
+render_abdomen_phases = {
+    phase: CTMRRendering(ABDOMEN_CT, mr, texture=0.05, ct_noise=20.0, bias=0.25, mr_noise=25.0)
+    for phase, mr in ABDOMEN_MR_PHASES.items()
+}
+
+
+def render_abdomen_v2(anatomy: Anatomy, domain: str, rng: np.random.Generator) -> np.ndarray:
+    """v1's CT and T2-like MR rendering, or a T1-weighted MR phase (a key of ``ABDOMEN_MR_PHASES``)."""
+    if domain in ABDOMEN_MR_PHASES:
+        return render_abdomen_phases[domain](anatomy, "mr", rng)
+    return render_abdomen(anatomy, domain, rng)

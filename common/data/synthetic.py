@@ -6,6 +6,10 @@ seed. The tasks mirror the papers' datasets (MMWHS, CHAOS/BTCV, BraTS, CVC/ETIS)
 structure: two domains with a controlled shift, exact labels, and every test subject also
 rendered in the other domain (``reference``) so that translations can be scored.
 
+``--version 2`` (the default) is the calibrated benchmark (``python -m common.data.calibrate``
+shows with oracles that each task contains the shift its method removes); ``--version 1`` writes
+the first release byte for byte. ``--phases`` gives the abdomen task a multi-phase MR target.
+
 ``--preview`` draws the first test subjects of each domain into ``DIR/preview.png``;
 ``--measure-gap`` then trains a small U-Net on the source domain and reports its Dice on the
 source and target test sets: the gap a domain-adaptation method has to close.
@@ -17,7 +21,7 @@ import argparse
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +31,20 @@ from tqdm import tqdm
 from common.data import phantoms
 from common.data.io import write_nifti, write_png
 
-__all__ = ["TASKS", "Task", "generate", "ensure_dataset", "main"]
+__all__ = ["TASKS", "TASKS_V1", "VERSIONS", "Task", "task_spec", "generate", "ensure_dataset", "main"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Task:
-    """How one benchmark task draws and renders subjects and describes itself in the datalist."""
+    """How one benchmark task draws and renders subjects and describes itself in the datalist.
+
+    Version 2 adds what the calibration (:mod:`common.data.calibrate`) uses: ``inverse(image,
+    domain, to)``, the oracle translation where the shift is invertible; ``global_domain``, the
+    rendering that keeps the target's local effects in the source's global appearance (what an
+    ideal global translation yields); ``phases``, the target renderings of a multi-phase option.
+    """
 
     anatomy: Callable[[int, np.random.Generator], phantoms.Anatomy]
     render: Callable[[phantoms.Anatomy, str, np.random.Generator], np.ndarray]
@@ -45,9 +55,12 @@ class Task:
     suffix: str
     subjects: int
     description: str
+    inverse: Callable[[np.ndarray, str, str], np.ndarray] | None = None
+    global_domain: str | None = None
+    phases: tuple[str, ...] = ()
 
 
-TASKS: dict[str, Task] = {
+TASKS_V1: dict[str, Task] = {
     "abdomen": Task(
         phantoms.abdomen_anatomy,
         phantoms.render_abdomen,
@@ -106,6 +119,58 @@ TASKS: dict[str, Task] = {
     ),
 }
 
+TASKS: dict[str, Task] = {
+    "abdomen": replace(
+        TASKS_V1["abdomen"],
+        render=phantoms.render_abdomen_v2,
+        phases=tuple(phantoms.ABDOMEN_MR_PHASES),
+    ),
+    "cardiac": replace(
+        TASKS_V1["cardiac"],
+        render=phantoms.render_cardiac_v2,
+        description=(
+            "Synthetic cardiac CT (source) and MR (target); aorta and atrium alike, LV cavity and myocardium "
+            "inverted; MR-only myocardial texture, wall contrast and partial-volume boundaries."
+        ),
+        global_domain="ct_local",
+    ),
+    "brain": replace(
+        TASKS_V1["brain"],
+        anatomy=phantoms.brain_anatomy_v2,
+        render=phantoms.render_brain_v2,
+        labels=phantoms.BRAIN_LABELS_V2,
+        description=(
+            "Synthetic paired T1-like (source) and T2-like (target) head slices with oedema-like lesions "
+            "(bright in T2, faint in T1) and RegGAN's misalignment."
+        ),
+    ),
+    "polyp": replace(
+        TASKS_V1["polyp"],
+        render=phantoms.render_polyp_v2,
+        description=(
+            "Synthetic RGB colonoscopy frames with a polyp from two centres (invertible colour, tone and "
+            "illumination change; small blur and noise)."
+        ),
+        inverse=phantoms.polyp_inverse,
+    ),
+}
+VERSIONS: dict[int, dict[str, Task]] = {1: TASKS_V1, 2: TASKS}
+MULTIPHASE_INFO = {"modality": "MR (T1, multi-phase)", "channels": 1, "intensity": {"percentiles": [0.5, 99.5]}}
+
+
+def task_spec(task: str, version: int = 2) -> Task:
+    """The specification of ``task`` in benchmark ``version`` (1 or 2).
+
+    Raises:
+        ValueError: unknown task or version.
+    """
+    if version not in VERSIONS:
+        raise ValueError(f"Unknown benchmark version {version!r}; expected one of {sorted(VERSIONS)}.")
+    if task not in VERSIONS[version]:
+        raise ValueError(f"Unknown task {task!r}; expected one of {', '.join(VERSIONS[version])}.")
+    return VERSIONS[version][task]
+
+
 SPLITS = ("training", "validation", "test")
 
 
@@ -130,6 +195,8 @@ def generate(
     subjects: int | None = None,
     noise_level: int = 0,
     overwrite: bool = False,
+    version: int = 2,
+    phases: bool = False,
 ) -> Path:
     """Writes one task's images, labels and ``datalist.json`` into ``out``.
 
@@ -141,15 +208,22 @@ def generate(
         subjects: subjects per domain (default: the task's).
         noise_level: ``brain`` only: RegGAN's misalignment level 0-5 of the training pairs.
         overwrite: write into a non-empty folder.
+        version: benchmark version: 2 (calibrated, the default) or 1 (the first release, reproduced
+            byte for byte).
+        phases: ``abdomen`` version 2 only: a multi-phase T1-weighted MR target (each target image
+            one of pre-contrast, arterial or portal-venous, recorded as the entry's ``phase``)
+            instead of the T2-like one.
 
     Returns:
         The path of the datalist.
 
     Raises:
-        ValueError: unknown task, a non-empty folder without ``overwrite``, or invalid sizes.
+        ValueError: unknown task or version, a non-empty folder without ``overwrite``, invalid
+            sizes, or ``phases`` for a task without phases.
     """
-    if task not in TASKS:
-        raise ValueError(f"Unknown task {task!r}; expected one of {', '.join(TASKS)}.")
+    spec = task_spec(task, version)
+    if phases and not spec.phases:
+        raise ValueError(f"`phases` is an option of the version 2 abdomen task only, not of {task!r} v{version}.")
     if size < 16:
         raise ValueError(f"`size` must be at least 16, got {size}.")
     if noise_level not in range(6):
@@ -157,20 +231,24 @@ def generate(
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"Output folder {out} is not empty; pass --overwrite to write into it.")
-    spec = TASKS[task]
     sizes = split_sizes(subjects or spec.subjects)
     datalist: dict = {
         "name": f"synthetic-{task}",
         "description": spec.description,
         "tensor_dim": spec.tensor_dim,
         "labels": {str(k): v for k, v in spec.labels.items()},
-        "domains": {"source": dict(spec.domain_info[0]), "target": dict(spec.domain_info[1])},
+        "domains": {
+            "source": dict(spec.domain_info[0]),
+            "target": dict(MULTIPHASE_INFO if phases else spec.domain_info[1]),
+        },
         "generator": {
             "task": task,
             "seed": seed,
             "size": size,
             "subjects": sum(sizes.values()),
             "noise_level": noise_level if task == "brain" else None,
+            "version": version,
+            "phases": phases,
         },
     }
     jobs = [(domain, split, i) for domain in (0, 1) for split in SPLITS for i in range(sizes[split])]
@@ -184,8 +262,13 @@ def generate(
         name = f"{split}_{index:03d}"
         role = ("source", "target")[domain]
         own, other = spec.domains[domain], spec.domains[1 - domain]
+        if phases:  # the MR rendering of this subject is one of the phases, drawn per subject
+            phase = spec.phases[rng.integers(len(spec.phases))]
+            own, other = (phase, other) if role == "target" else (own, phase)
         image = _write(out, f"{role}/images/{name}", spec.render(anatomy, own, rng), anatomy, spec)
         entry = {"image": image}
+        if phases and role == "target":
+            entry["phase"] = phase
         if role == "source" or split == "test":  # target labels exist for testing only
             entry["label"] = _write(out, f"{role}/labels/{name}", anatomy.label, anatomy, spec)
         if task == "brain":
@@ -228,13 +311,14 @@ def _write(out: Path, stem: str, array: np.ndarray, anatomy: phantoms.Anatomy, s
     return relative
 
 
-def ensure_dataset(dataset_dir: str | Path, task: str, **options) -> Path:
+def ensure_dataset(dataset_dir: str | Path, task: str, version: int = 2, **options) -> Path:
     """The datalist of ``dataset_dir``, generating the task's data there first if the folder does not exist.
 
     Args:
         dataset_dir: the bundle's ``dataset_dir``.
         task: the task to generate when the folder is absent.
-        options: passed to :func:`generate` (``seed``, ``size``, ``subjects``, ``noise_level``).
+        version: the benchmark version (data written before versions existed is version 1).
+        options: passed to :func:`generate` (``seed``, ``size``, ``subjects``, ``noise_level``, ``phases``).
 
     Returns:
         The path of ``datalist.json``.
@@ -252,7 +336,7 @@ def ensure_dataset(dataset_dir: str | Path, task: str, **options) -> Path:
         return datalist
     if not dataset_dir.exists():
         logger.info("Dataset folder %s does not exist: generating the synthetic %r task there.", dataset_dir, task)
-        generate(task, dataset_dir, **options)
+        generate(task, dataset_dir, version=version, **options)
     if distributed:
         torch.distributed.barrier()
     if not datalist.exists():
@@ -261,7 +345,9 @@ def ensure_dataset(dataset_dir: str | Path, task: str, **options) -> Path:
         )
     recorded = json.loads(datalist.read_text()).get("generator")
     if recorded is not None:  # synthetic data: it must be what was asked for
-        asked = {"task": task, **{k: v for k, v in options.items() if v is not None and k in recorded}}
+        recorded = {"version": 1, "phases": False, **recorded}  # written before versions existed: v1
+        asked = {"task": task, "version": version}
+        asked.update({k: v for k, v in options.items() if v is not None and k in recorded})
         different = {k: (recorded.get(k), v) for k, v in asked.items() if recorded.get(k) != v}
         if different:
             changes = ", ".join(f"{k}: {old!r}, asked {new!r}" for k, (old, new) in different.items())
@@ -282,6 +368,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subjects", type=int, default=None, help="subjects per domain (default: the task's)")
     parser.add_argument("--noise-level", type=int, default=0, choices=range(6), help="brain: misalignment level")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    parser.add_argument(
+        "--version", type=int, default=2, choices=sorted(VERSIONS), help="benchmark version (default 2; 1 = v1)"
+    )
+    parser.add_argument("--phases", action="store_true", help="abdomen: multi-phase T1-weighted MR target")
     parser.add_argument("--preview", action="store_true", help="draw the first test subjects into DIR/preview.png")
     parser.add_argument(
         "--measure-gap",
@@ -292,7 +382,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        datalist = generate(args.task, args.out, args.seed, args.size, args.subjects, args.noise_level, args.overwrite)
+        datalist = generate(
+            args.task,
+            args.out,
+            args.seed,
+            args.size,
+            args.subjects,
+            args.noise_level,
+            args.overwrite,
+            version=args.version,
+            phases=args.phases,
+        )
     except ValueError as error:
         parser.error(str(error))
     if args.preview:
