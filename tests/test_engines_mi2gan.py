@@ -143,17 +143,24 @@ def test_networks_for_each_method():
         MI2GANTrainer.networks_for("mi2")
 
 
-# --- D_MI's pairs and gradients ------------------------------------------------------------------
-def test_dmi_joint_and_marginal_pairs():
-    """Joint (z_a, Enc_B(G_AB(I_a))) and marginal (z_a, Enc_B(I_b)), and the symmetric B -> A pairs."""
-    critic = RecordingCritic()
-    trainer = make_trainer(critic=critic)
+def iteration_with_initial_codes(trainer):
+    """Runs one iteration; returns its output and z_a, z_b, z_ab, z_ba of the networks before it."""
     nets = {n: copy.deepcopy(trainer.networks[n]) for n in ("G_AB", "G_BA", "Enc_A", "Enc_B")}
-    _, data = run_iteration(trainer)
+    output, data = run_iteration(trainer)
     real_a, real_b = data["target_image"], data["source_image"]
     with torch.no_grad():
         z_a, z_b = nets["Enc_A"](real_a), nets["Enc_B"](real_b)
         z_ab, z_ba = nets["Enc_B"](nets["G_AB"](real_a)), nets["Enc_A"](nets["G_BA"](real_b))
+    return output, (z_a, z_b, z_ab, z_ba)
+
+
+# --- D_MI's pairs and gradients ------------------------------------------------------------------
+def test_dmi_joint_and_marginal_pairs_of_the_papers_prose():
+    """``mi_marginal="real"``: joint (z_a, Enc_B(G_AB(I_a))) and marginal (z_a, Enc_B(I_b)), and the
+    symmetric B -> A pairs."""
+    critic = RecordingCritic()
+    trainer = make_trainer(critic=critic, mi_marginal="real")
+    _, (z_a, z_b, z_ab, z_ba) = iteration_with_initial_codes(trainer)
     # The generator step's four critic calls, before any network was updated.
     expected = [
         torch.cat([z_a, z_ab], 1),
@@ -167,6 +174,67 @@ def test_dmi_joint_and_marginal_pairs():
     # The marginal pair differs from the joint pair only in its second half.
     assert torch.equal(critic.inputs[0][:, :8], critic.inputs[1][:, :8])
     assert not torch.allclose(critic.inputs[0][:, 8:], critic.inputs[1][:, 8:])
+
+
+def test_product_of_marginals_pairs_at_batch_2():
+    """``mi_marginal="product"`` (eq. 6): z_a with the code of the *other* image's translation, never a real B image."""
+    critic = RecordingCritic()
+    trainer = make_trainer(critic=critic, mi_marginal="product")
+    output, (z_a, z_b, z_ab, z_ba) = iteration_with_initial_codes(trainer)
+    expected = [
+        torch.cat([z_a, z_ab], 1),
+        torch.cat([z_a, z_ab.flip(0)], 1),  # batch of 2: the other image's translation
+        torch.cat([z_b, z_ba], 1),
+        torch.cat([z_b, z_ba.flip(0)], 1),
+    ]
+    for seen, wanted in zip(critic.inputs[:4], expected, strict=True):
+        torch.testing.assert_close(seen, wanted)
+    assert {"MI_DV_A", "MI_DV_B", "MI_A", "MI_B"} <= set(output["loss"])
+
+
+def test_product_of_marginals_from_the_queue_at_batch_1():
+    critic = RecordingCritic()
+    trainer = make_trainer(critic=critic, mi_marginal="product", mi_queue_size=2)
+    images = []
+    for step in range(4):
+        torch.manual_seed(10 + step)
+        data = NoTargetLabels(
+            {"target_image": torch.rand(1, 3, 32, 32) * 2 - 1, "source_image": torch.rand(1, 3, 32, 32) * 2 - 1}
+        )
+        critic.inputs.clear()
+        g_ab, enc_b = copy.deepcopy(trainer.networks["G_AB"]), copy.deepcopy(trainer.networks["Enc_B"])
+        queued = [q.clone() for q in trainer.translation_queues["A"]]
+        output = trainer._iteration(trainer, data)
+        if step == 0:  # no other translation yet: the term waits for the queue
+            assert critic.inputs == [] and "MI_A" not in output["loss"]
+        else:
+            assert len(queued) == min(step, 2)
+            with torch.no_grad():
+                negatives = enc_b(torch.cat(queued))  # the earlier translations, encoded now
+            seen = critic.inputs[1]  # the generator step's A -> B marginal pairs
+            assert seen.shape[0] == len(queued)
+            torch.testing.assert_close(seen[:, 8:], negatives)
+            assert "MI_A" in output["loss"] and "MI_DV_A" in output["loss"]
+        with torch.no_grad():
+            images.append(g_ab(data["target_image"]))
+    torch.testing.assert_close(
+        torch.cat(list(trainer.translation_queues["A"])), torch.cat(images[-2:]), atol=1e-6, rtol=0
+    )
+
+
+def test_encoders_can_learn_from_l_dis_alone():
+    """With ``mi_encoders=False`` the content step's MI gradient reaches D_MI only."""
+    trainer = make_trainer(mi_encoders=False, lambda_distillation=0.0)
+    real_a, real_b = batch()["target_image"], batch()["source_image"]
+    fake_b = trainer.networks["G_AB"](real_a).detach()
+    _, bound, monitor, _ = trainer.content_terms(real_a, fake_b, real_b, "A", "B", train_encoders=False)
+    bound.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.networks["D_MI"].parameters())
+    for name in ("Enc_A", "Enc_B"):
+        assert all(p.grad is None for p in trainer.networks[name].parameters()), name
+    assert not monitor.requires_grad
+    with pytest.raises(ValueError, match="Unknown `mi_marginal` 'batch'; expected one of product, real"):
+        make_trainer(mi_marginal="batch")
 
 
 def test_mi_gradient_reaches_the_generator_the_encoders_and_dmi():
@@ -241,6 +309,8 @@ def test_generator_step_keeps_the_other_networks_fixed(monkeypatch):
         "dis_B",
         "MI_A",
         "MI_B",
+        "MI_DV_A",
+        "MI_DV_B",
         "D_A",
         "D_B",
         "AE_dis_A",

@@ -1,4 +1,4 @@
-"""The Donsker-Varadhan estimator against the closed-form mutual information of correlated Gaussians."""
+"""The mutual-information estimators (DV, NWJ, Deep InfoMax JSD, InfoNCE) against closed forms on correlated Gaussians."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import torch
 from monai.networks.nets import FullyConnectedNet
 from torch import nn
 
-from common.losses import MutualInformationEstimator, dv_lower_bound, f_divergence_lower_bound
+from common.losses import (
+    MutualInformationEstimator,
+    dv_lower_bound,
+    f_divergence_lower_bound,
+    infonce_lower_bound,
+    jsd_estimate,
+)
 
 
 def correlated_gaussians(n: int, d: int, rho: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,18 +54,24 @@ def test_optimal_critic_attains_the_mutual_information(rho, d):
     )
 
 
-@pytest.mark.parametrize("bound,rate", [("dv", 0.01), ("dv", None), ("f_divergence", None)])
-def test_trained_critic_reaches_the_true_mutual_information(bound, rate):
-    rho, d = 0.8, 2
+def trained_estimator(bound, rho, d, steps, batch, **options):
+    """An estimator with a 64-64 MLP critic trained by Adam 1e-3 to maximise its estimate."""
     torch.manual_seed(0)
-    mine = MutualInformationEstimator(FullyConnectedNet(2 * d, 1, (64, 64)), bound=bound, moving_average_rate=rate)
+    mine = MutualInformationEstimator(FullyConnectedNet(2 * d, 1, (64, 64)), bound=bound, **options)
     optimiser = torch.optim.Adam(mine.parameters(), lr=1e-3)
-    for step in range(1000):
-        x, z = (v.float() for v in correlated_gaussians(256, d, rho, seed=step))
+    for step in range(steps):
+        x, z = (v.float() for v in correlated_gaussians(batch, d, rho, seed=step))
         loss = -mine(x, z)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+    return mine
+
+
+@pytest.mark.parametrize("bound,rate", [("dv", 0.01), ("dv", None), ("f_divergence", None)])
+def test_trained_critic_reaches_the_true_mutual_information(bound, rate):
+    rho, d = 0.8, 2
+    mine = trained_estimator(bound, rho, d, steps=1000, batch=256, moving_average_rate=rate)
     x, z = (v.float() for v in correlated_gaussians(100_000, d, rho, seed=-1 % 2**31))
     z_marginal = correlated_gaussians(100_000, d, rho, seed=12345)[1].float()
     with torch.no_grad():
@@ -169,8 +181,12 @@ def test_feature_map_critic_scores_one_value_per_sample():
 
 def test_errors():
     critic = Linear()
-    with pytest.raises(ValueError, match="Unknown mutual-information bound 'jsd'; expected one of dv, f_divergence"):
-        MutualInformationEstimator(critic, bound="jsd")
+    with pytest.raises(
+        ValueError, match="Unknown mutual-information bound 'mine'; expected one of dv, f_divergence, jsd, infonce"
+    ):
+        MutualInformationEstimator(critic, bound="mine")
+    with pytest.raises(ValueError, match="`critic_bound` must be positive"):
+        MutualInformationEstimator(critic, critic_bound=0.0)
     with pytest.raises(ValueError, match=r"`moving_average_rate` must be in \(0, 1\)"):
         MutualInformationEstimator(critic, moving_average_rate=1.5)
     with pytest.raises(ValueError, match="applies to the DV bound only"):
@@ -181,7 +197,112 @@ def test_errors():
         mine(x, x[:3])
     with pytest.raises(ValueError, match="A batch of at least 2"):
         mine(x[:1], x[:1])
-    with pytest.raises(ValueError, match=r"`z_marginal` must have the shape of `z`"):
-        mine(x, x, x[:2])
+    with pytest.raises(ValueError, match=r"`z_marginal` must be k blocks shaped like `z` \(4, 1\), got \(6, 1\)"):
+        mine(x, x, torch.zeros(6, 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"`t_negatives` must be \(k, n\) with n = 3"):
+        infonce_lower_bound(torch.ones(3), torch.ones(2, 4))
     with pytest.raises(ValueError, match="`t_marginal` is empty"):
         dv_lower_bound(torch.ones(3), torch.ones(0))
+
+
+def gaussian_jsd(rho: float) -> float:
+    """JSD between the joint of unit-variance Gaussians with correlation rho and the product of
+    their marginals (d = 1), by quadrature on a fine grid."""
+    grid = torch.linspace(-9, 9, 1801, dtype=torch.float64)
+    x, z = torch.meshgrid(grid, grid, indexing="ij")
+    step = float(grid[1] - grid[0])
+    r2 = 1 - rho**2
+    log_joint = -(x**2 + z**2 - 2 * rho * x * z) / (2 * r2) - math.log(2 * math.pi * math.sqrt(r2))
+    log_product = -(x**2 + z**2) / 2 - math.log(2 * math.pi)
+    log_mixture = torch.logaddexp(log_joint, log_product) - math.log(2)
+    kl = (log_joint.exp() * (log_joint - log_mixture)).sum() + (log_product.exp() * (log_product - log_mixture)).sum()
+    return float(kl) * step**2 / 2
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.6, 0.9])
+def test_jsd_estimator_at_the_optimal_critic_is_twice_the_jsd_minus_2_log_2(rho):
+    n = 400_000
+    x, z = correlated_gaussians(n, 1, rho, seed=7)
+    z_marginal = correlated_gaussians(n, 1, rho, seed=8)[1]
+    t_joint, t_marginal = optimal_critic(x, z, rho), optimal_critic(x, z_marginal, rho)
+    expected = 2 * gaussian_jsd(rho) - 2 * math.log(2)
+    assert float(jsd_estimate(t_joint, t_marginal)) == pytest.approx(expected, abs=3e-3)
+    # It grows with the mutual information, and no critic can lift it above 0.
+    assert gaussian_jsd(0.9) > gaussian_jsd(0.6) > gaussian_jsd(0.3) > 0
+    huge = torch.tensor([1e4, -1e4, 50.0, 0.0])
+    assert float(jsd_estimate(huge, huge)) <= 0 and float(jsd_estimate(huge, -huge)) <= 0
+    assert float(jsd_estimate(torch.full((3,), 1e4), torch.full((3,), -1e4))) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("rho, k", [(0.5, 511), (0.99, 7)])
+def test_infonce_at_the_optimal_critic(rho, k):
+    """Close to I when I << log(k + 1); saturating at log(k + 1) when I is larger."""
+    n = 4000
+    x, z = correlated_gaussians(n, 3, rho, seed=3)
+    negatives = torch.stack([correlated_gaussians(n, 3, rho, seed=100 + j)[1] for j in range(k)])  # (k, n, 3)
+    t_joint = optimal_critic(x, z, rho)
+    t_negatives = torch.stack([optimal_critic(x, negative, rho) for negative in negatives])
+    value = float(infonce_lower_bound(t_joint, t_negatives))
+    assert value <= math.log(k + 1) + 1e-9
+    if true_mi(3, rho) < math.log(k + 1) / 4:
+        assert value == pytest.approx(true_mi(3, rho), abs=0.03)
+    else:
+        assert value == pytest.approx(math.log(k + 1), abs=0.05)
+
+
+@pytest.mark.parametrize("bound", ["jsd", "infonce"])
+def test_trained_jsd_and_infonce_critics_rank_pairs(bound):
+    """Trained on correlated Gaussians, the critic scores joint pairs above shuffled ones, and the
+    estimator's value approaches its value at the optimal critic."""
+    rho, d = 0.8, 2
+    mine = trained_estimator(bound, rho, d, steps=600, batch=128)
+    x, z = (v.float() for v in correlated_gaussians(20_000, d, rho, seed=99_999))
+    z_marginal = correlated_gaussians(20_000, d, rho, seed=12_345)[1].float()
+    with torch.no_grad():
+        joint, marginal = mine.pair_scores(x, z), mine.pair_scores(x, z_marginal)
+        accuracy = float(((joint > 0).float().mean() + (marginal < 0).float().mean()) / 2)
+        optimum = optimal_critic(x.double(), z.double(), rho), optimal_critic(x.double(), z_marginal.double(), rho)
+    if bound == "jsd":
+        assert float(jsd_estimate(joint, marginal)) == pytest.approx(float(jsd_estimate(*optimum)), abs=0.03)
+    else:  # scores with any offset rank the same: compare the ranking of joint over marginal pairs
+        assert float((joint > marginal).float().mean()) == pytest.approx(
+            float((optimum[0] > optimum[1]).double().mean()), abs=0.02
+        )
+    if bound == "jsd":
+        assert accuracy > 0.75
+
+
+def test_critic_bound_and_dv_monitor():
+    critic = Linear()
+    x = torch.arange(6, dtype=torch.float64)[:, None] * 100
+    z = -x
+    for bound in ("dv", "jsd", "infonce", "f_divergence"):
+        mine = MutualInformationEstimator(critic, bound=bound, critic_bound=5.0)
+        scores = mine.pair_scores(x, z)
+        assert scores.abs().max() <= 5.0 and scores.abs().max() > 4.9  # squashed, not clipped to a constant
+        value, dv = mine(x, z, torch.flip(z, [0]), return_dv=True)
+        joint, marginal = mine.pair_scores(x, z), mine.pair_scores(x, torch.flip(z, [0]))
+        torch.testing.assert_close(dv, dv_lower_bound(joint, marginal))
+        assert not dv.requires_grad and value.requires_grad
+
+
+def test_k_negatives_per_sample():
+    """``z_marginal`` of k blocks pairs block j's sample i with x_i; InfoNCE by default uses every roll."""
+    critic = Linear()
+    x = torch.arange(4, dtype=torch.float64)[:, None]
+    z = 10 + x
+    negatives = torch.cat([20 + x, 30 + x])  # k = 2
+    mine = MutualInformationEstimator(critic, bound="infonce")
+    critic.seen.clear()
+    value = mine(x, z, negatives)
+    torch.testing.assert_close(critic.seen[1], torch.cat([torch.cat([x, x]), negatives], 1))
+    t_joint = mine.pair_scores(x, z)
+    t_negatives = mine.pair_scores(torch.cat([x, x]), negatives).reshape(2, 4)
+    torch.testing.assert_close(value, infonce_lower_bound(t_joint, t_negatives))
+    critic.seen.clear()
+    mine(x, z)  # default: the 3 other samples' z for each x
+    marginal = critic.seen[1]
+    assert marginal.shape == (12, 2)
+    for i in range(4):
+        partners = sorted(marginal[marginal[:, 0] == i, 1].tolist())
+        assert partners == sorted(v for v in z[:, 0].tolist() if v != 10 + i)

@@ -3,7 +3,7 @@ validation during training."""
 
 from common.engines.base import MultiNetworkTrainer, distributed, is_main_process, loss_output, unwrap
 from common.engines.cyclegan import CycleGANTrainer, DiscriminatorReduction
-from common.engines.mi2gan import MI2GANTrainer
+from common.engines.mi2gan import MI2GANTrainer, MIMarginal
 from common.engines.reggan import RegGANMode, RegGANTrainer
 from common.engines.stages import Stage, atomic_save, run_stages
 from common.engines.validation import segmentation_validation, translation_validation
@@ -19,6 +19,7 @@ __all__ = [
     "RegGANMode",
     "RegGANTrainer",
     "MI2GANTrainer",
+    "MIMarginal",
     "Stage",
     "run_stages",
     "atomic_save",

@@ -3,19 +3,34 @@ mutual-information discriminator that keep the content of a translated image."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from monai.utils.enums import StrEnum
 
 from common.engines.base import MultiNetworkTrainer
 from common.engines.cyclegan import CycleGANTrainer
 from common.losses import distillation_loss
 
-__all__ = ["MI2GANTrainer"]
+__all__ = ["MI2GANTrainer", "MIMarginal"]
 
 AUTOENCODERS = ("Enc_A", "Dec_A", "Enc_B", "Dec_B")
 TRANSLATION = ("G_AB", "G_BA", "D_A", "D_B")
+
+
+class MIMarginal(StrEnum):
+    """Where ``D_MI``'s marginal pairs come from.
+
+    - ``product``: the product of the marginals of ``Z_a`` and ``Z_ab`` that eq. 6 names: ``z_a``
+      with the code of *another* image's translation (the batch's other translations at batch
+      >= 2; a queue of recent translations at batch 1);
+    - ``real``: the paper's prose, ``z_a`` with the code of a random real image of domain B.
+    """
+
+    PRODUCT = "product"
+    REAL = "real"
 
 
 class MI2GANTrainer(CycleGANTrainer):
@@ -25,12 +40,16 @@ class MI2GANTrainer(CycleGANTrainer):
     + beta L_dis(G_BA, Enc_B, Dec_B, Dec_A) - I_DV(G_AB, Enc_A, Enc_B, D_MI) - I_DV(G_BA, Enc_A, Enc_B, D_MI)``
     (the DV bound is maximised, so it enters the minimised loss with a minus sign).
 
-    The mutual-information terms (:class:`~common.losses.MutualInformationEstimator`, the DV
-    bound by default): for ``A -> B``, joint pairs ``(z_a, z_ab)`` with ``z_a = Enc_A(I_a)`` and
-    ``z_ab = Enc_B(G_AB(I_a))``, marginal pairs ``(z_a, z_b)`` with ``z_b = Enc_B(I_b)`` of the
-    batch's real B image (a random one: the unpaired loader draws it independently of ``I_a``),
-    concatenated along the channels for ``D_MI``; ``B -> A`` likewise with the roles swapped and
-    the same ``D_MI``. ``L_dis`` is eq. 5 (:func:`~common.losses.distillation_loss`).
+    The mutual-information terms (:class:`~common.losses.MutualInformationEstimator`, whose
+    estimator the bundle chooses): for ``A -> B``, joint pairs ``(z_a, z_ab)`` with
+    ``z_a = Enc_A(I_a)`` and ``z_ab = Enc_B(G_AB(I_a))``, concatenated along the channels for
+    ``D_MI``; marginal pairs by ``mi_marginal`` (:class:`MIMarginal`): ``product``, ``z_a`` with
+    the ``z_ab`` of other images (the batch rolled at batch >= 2, or every translation in a queue
+    of the ``mi_queue_size`` most recent ones at batch 1; the term is skipped until the queue
+    holds one), or ``real``, ``z_a`` with ``z_b = Enc_B(I_b)`` of the batch's real B image (the
+    paper's prose). ``B -> A`` likewise with the roles swapped and the same ``D_MI``. The DV
+    bound of the same critic scores is logged as ``MI_DV_A``/``MI_DV_B`` whatever the estimator.
+    ``L_dis`` is eq. 5 (:func:`~common.losses.distillation_loss`).
 
     The trainer extends :class:`~common.engines.CycleGANTrainer` (its forward pass,
     adversarial and cycle losses and discriminator step). One iteration:
@@ -41,7 +60,8 @@ class MI2GANTrainer(CycleGANTrainer):
        ``alpha`` cycle, ``beta L_dis`` and ``-lambda_mi I_DV`` in both directions;
     3. with the generators fixed (their outputs detached): ``D_A`` and ``D_B`` on real images
        and pooled fakes (CycleGAN's halved LSGAN loss), then the auto-encoders and ``D_MI`` on
-       ``beta L_dis - lambda_mi I_DV`` in both directions.
+       ``beta L_dis - lambda_mi I_DV`` in both directions (with ``mi_encoders`` false, the
+       encoders learn from ``L_dis`` alone and only ``D_MI`` ascends the term there).
 
     The variants (``method``) are the rows of the paper's Table 1 that train a translation:
     ``cyclegan`` (eq. 7 without ``L_dis`` and ``D_MI``), ``mi2gan_no_dmi`` (the ablation "MI2GAN
@@ -64,6 +84,9 @@ class MI2GANTrainer(CycleGANTrainer):
         lambda_cycle: ``alpha`` (10).
         lambda_distillation: ``beta`` (10).
         lambda_mi: weight of the DV terms (1 in eq. 7).
+        mi_marginal: ``real`` (the paper's prose, the default) or ``product`` (eq. 6), see above.
+        mi_queue_size: translations kept per direction for the product marginal at batch 1.
+        mi_encoders: whether the encoders ascend the mutual-information term in the content step.
         lambda_identity: CycleGAN's identity weight relative to ``alpha`` (0: eq. 7 has none).
         pool_size: image pool of the discriminators (50).
         adversarial_criterion: ``lsgan`` (CycleGAN's), ``vanilla`` or ``hinge``.
@@ -91,6 +114,8 @@ class MI2GANTrainer(CycleGANTrainer):
         "dis_B",
         "MI_A",
         "MI_B",
+        "MI_DV_A",
+        "MI_DV_B",
         "AE_dis_A",
         "AE_dis_B",
         "D_MI_A",
@@ -108,6 +133,9 @@ class MI2GANTrainer(CycleGANTrainer):
         lambda_cycle: float = 10.0,
         lambda_distillation: float = 10.0,
         lambda_mi: float = 1.0,
+        mi_marginal: MIMarginal | str = MIMarginal.REAL,
+        mi_queue_size: int = 16,
+        mi_encoders: bool = True,
         lambda_identity: float = 0.0,
         pool_size: int = 50,
         adversarial_criterion: str = "lsgan",
@@ -127,6 +155,13 @@ class MI2GANTrainer(CycleGANTrainer):
         self.distill, self.mutual_information = "Enc_A" in self.networks, "D_MI" in self.networks
         self.lambda_distillation, self.lambda_mi = lambda_distillation, lambda_mi
         self.content_networks = [name for name in (*AUTOENCODERS, "D_MI") if name in self.networks]
+        if mi_marginal not in list(MIMarginal):
+            raise ValueError(f"Unknown `mi_marginal` {mi_marginal!r}; expected one of {', '.join(MIMarginal)}.")
+        if mi_queue_size < 1:
+            raise ValueError(f"`mi_queue_size` must be at least 1, got {mi_queue_size}.")
+        self.mi_marginal, self.mi_encoders = MIMarginal(mi_marginal), bool(mi_encoders)
+        # Recent translations G_xy(I_x) per direction x, the product marginal's negatives at batch 1.
+        self.translation_queues = {x: deque(maxlen=mi_queue_size) for x in ("A", "B")}
 
     def grid_rows(self) -> list[list[str]]:
         """The image-grid rows: per direction, real, translation, cycle reconstruction and, with
@@ -138,29 +173,50 @@ class MI2GANTrainer(CycleGANTrainer):
         return [[n for n in row if self.distill or not n.startswith("ae_")] for row in self.VISUAL_NAMES]
 
     def content_terms(
-        self, real_x: torch.Tensor, fake_y: torch.Tensor, real_y: torch.Tensor, x: str, y: str
-    ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
-        """``L_dis`` and the DV bound of one direction ``x -> y`` (``A -> B`` or ``B -> A``).
+        self,
+        real_x: torch.Tensor,
+        fake_y: torch.Tensor,
+        real_y: torch.Tensor,
+        x: str,
+        y: str,
+        train_encoders: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, dict]:
+        """``L_dis`` and the mutual-information estimate of one direction ``x -> y``.
 
         Args:
             real_x: ``I_x``.
             fake_y: ``G_xy(I_x)``.
-            real_y: a real image of domain ``y`` (the marginal sample).
+            real_y: a real image of domain ``y`` (the ``real`` marginal sample).
             x: ``"A"`` or ``"B"``.
             y: the other.
+            train_encoders: let the estimate's gradient reach the encoders and ``fake_y`` (else
+                only ``D_MI`` receives it).
 
         Returns:
-            ``(L_dis, I_DV or None, images)``, unweighted; ``images`` holds ``Dec_x(z_x)`` and ``Dec_y(z_x)``.
+            ``(L_dis, estimate or None, DV monitor or None, images)``, unweighted; ``images``
+            holds ``Dec_x(z_x)`` and ``Dec_y(z_x)``. The estimate is ``None`` without ``D_MI``,
+            and while the batch-1 queue of the product marginal is still empty.
         """
         enc_x, dec_x, enc_y, dec_y = (self.networks[n] for n in (f"Enc_{x}", f"Dec_{x}", f"Enc_{y}", f"Dec_{y}"))
         z_x = enc_x(real_x)
         reconstruction, cross = dec_x(z_x), dec_y(z_x)
         distillation = distillation_loss(real_x, fake_y, reconstruction, cross)
-        bound = None
-        if self.mutual_information:
-            # Joint pairs (z_x, Enc_y(G_xy(I_x))); marginal pairs (z_x, Enc_y(I_y)) with a real y image.
-            bound = self.networks["D_MI"](z_x, enc_y(fake_y), z_marginal=enc_y(real_y))
-        return distillation, bound, {f"ae_rec_{x}": reconstruction, f"ae_cross_{y}": cross}
+        images = {f"ae_rec_{x}": reconstruction, f"ae_cross_{y}": cross}
+        if not self.mutual_information:
+            return distillation, None, None, images
+        if self.mi_marginal == MIMarginal.REAL:
+            marginal = real_y
+        elif len(real_x) > 1:
+            marginal = None  # the estimator pairs z_x with the batch's other translations
+        elif self.translation_queues[x]:
+            marginal = torch.cat(list(self.translation_queues[x]))
+        else:
+            return distillation, None, None, images
+        codes = [z_x, enc_y(fake_y), None if marginal is None else enc_y(marginal)]
+        if not train_encoders:
+            codes = [None if code is None else code.detach() for code in codes]
+        bound, monitor = self.networks["D_MI"](*codes, return_dv=True)
+        return distillation, bound, monitor, images
 
     def _iteration(self, engine: MultiNetworkTrainer, batchdata: dict) -> dict:
         """One MI2GAN iteration: forward, generator step, then discriminator and content steps.
@@ -182,17 +238,18 @@ class MI2GANTrainer(CycleGANTrainer):
         #    adversarial + alpha cycle + beta L_dis - lambda_mi I_DV, both directions.
         fixed = ("D_A", "D_B", *self.content_networks)
         self.set_requires_grad(fixed, False)
-        g_losses, bounds = self.generator_losses(images), {}
+        g_losses, bounds, monitors = self.generator_losses(images), {}, {}
         if self.distill:
             with self.autocast():
                 for x, y, real_x, fake_y, real_y in directions:
-                    distillation, bounds[f"MI_{x}"], _ = self.content_terms(real_x, fake_y, real_y, x, y)
+                    distillation, bound, monitor, _ = self.content_terms(real_x, fake_y, real_y, x, y)
                     g_losses[f"dis_{x}"] = self.lambda_distillation * distillation
-        total = sum(g_losses.values())
-        if self.mutual_information:
-            total = total - self.lambda_mi * (bounds["MI_A"] + bounds["MI_B"])
-            g_losses.update(bounds)  # logged as the bound (nats), subtracted above
+                    if bound is not None:
+                        bounds[f"MI_{x}"], monitors[f"MI_DV_{x}"] = bound, monitor
+        total = sum(g_losses.values()) - self.lambda_mi * sum(bounds.values())
+        g_losses.update(bounds)  # logged as the estimate (nats), subtracted above
         values = self.step("generators", total, g_losses)
+        values.update({name: monitor.item() for name, monitor in monitors.items()})
 
         # 2. With the generators fixed: the discriminators on real images and pooled fakes, ...
         self.set_requires_grad(fixed, True)
@@ -203,7 +260,9 @@ class MI2GANTrainer(CycleGANTrainer):
             content_losses, total = {}, 0
             with self.autocast():
                 for x, y, real_x, fake_y, real_y in directions:
-                    distillation, bound, decoded = self.content_terms(real_x, fake_y.detach(), real_y, x, y)
+                    distillation, bound, _, decoded = self.content_terms(
+                        real_x, fake_y.detach(), real_y, x, y, train_encoders=self.mi_encoders
+                    )
                     content_losses[f"AE_dis_{x}"] = self.lambda_distillation * distillation
                     total = total + content_losses[f"AE_dis_{x}"]
                     if bound is not None:
@@ -211,4 +270,7 @@ class MI2GANTrainer(CycleGANTrainer):
                         total = total - self.lambda_mi * bound
                     images.update(decoded)
             values.update(self.step("content", total, content_losses))
+        if self.mutual_information and self.mi_marginal == MIMarginal.PRODUCT:
+            for x, _, _, fake_y, _ in directions:  # this batch's translations: later batches' negatives
+                self.translation_queues[x].extend(fake_y.detach().split(1))
         return {"loss": values, "images": {k: v.detach() for k, v in images.items()}}

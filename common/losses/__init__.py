@@ -9,6 +9,8 @@ from common.losses.mutual_information import (
     MutualInformationEstimator,
     dv_lower_bound,
     f_divergence_lower_bound,
+    infonce_lower_bound,
+    jsd_estimate,
 )
 from common.losses.registration import correction_loss, smoothness_loss
 
@@ -22,6 +24,8 @@ __all__ = [
     "MutualInformationEstimator",
     "dv_lower_bound",
     "f_divergence_lower_bound",
+    "jsd_estimate",
+    "infonce_lower_bound",
     "distillation_loss",
     "correction_loss",
     "smoothness_loss",
