@@ -58,6 +58,8 @@ def train_step(
     for key in ("in_channels", "out_channels", "channels_a", "channels_b"):  # the bundles' channel ids
         if key in parser:
             parser[key] = channels
+    if "data_size" in parser:  # the image size networks are built for (e.g. RegGAN's R levels)
+        parser["data_size"] = size
     for key, value in (overrides or {}).items():
         parser[key] = value
     a, b = (torch.rand(batch_size, channels, size, size) * 2 - 1 for _ in range(2))

@@ -8,10 +8,19 @@ import copy
 import pytest
 import torch
 from monai.networks.nets import PatchDiscriminator
+from torch import nn
 
 from common.engines import RegGANTrainer
 from common.losses import correction_loss, smoothness_loss
-from common.networks import PooledPatchDiscriminator, RegistrationNetwork, ResnetGenerator, parameters
+from common.networks import (
+    PooledPatchDiscriminator,
+    RegistrationNetwork,
+    ResnetGenerator,
+    ResUNetRegistration,
+    parameters,
+    registration_network,
+)
+from common.networks.generators import ResidualBlock
 
 
 def make_warp():
@@ -77,6 +86,53 @@ def test_registration_network_rejects_bad_shapes():
         net(torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 8))
     with pytest.raises(ValueError, match="levels"):
         RegistrationNetwork(levels=0)
+
+
+def test_residual_unet_registration_is_the_public_architecture():
+    """Levels down to a 2 x 2 bottleneck, 32 then 64 filters, residual blocks after every down
+    convolution, 3 at the bottleneck and 1 to refine, no batch norm, output near the identity."""
+    assert [ResUNetRegistration(image_size=n).levels for n in (256, 64, 32)] == [7, 5, 4]
+    net = ResUNetRegistration(image_size=64)
+    widths = [block[0][0].out_channels for block in net.down]
+    assert widths == [32, 64, 64, 64, 64]
+    assert [block[0].out_channels for block in net.up] == [64, 64, 64, 64, 32]
+    assert sum(isinstance(m, ResidualBlock) for m in net.modules()) == 5 + 3 + 1
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    assert any(isinstance(m, nn.LeakyReLU) and m.negative_slope == 0.2 for m in net.modules())
+    seen = {}
+    net.bottleneck.register_forward_hook(lambda module, inputs, output: seen.update(shape=inputs[0].shape))
+    torch.manual_seed(0)
+    ddf = net(torch.randn(2, 1, 64, 64), torch.randn(2, 1, 64, 64))
+    assert seen["shape"][2:] == (2, 2) and ddf.shape == (2, 2, 64, 64)
+    assert 0 < ddf.abs().max() < 1e-2  # N(0, 1e-5) output weights: almost the identity
+    assert net.output.weight.std().item() == pytest.approx(1e-5, rel=0.2)
+    with pytest.raises(ValueError, match="5 levels needs sizes divisible by 32"):
+        net(torch.zeros(1, 1, 48, 48), torch.zeros(1, 1, 48, 48))
+    with pytest.raises(ValueError, match="image_size >= 4"):
+        ResUNetRegistration(image_size=2)
+    assert isinstance(registration_network("localnet", channels=4), RegistrationNetwork)
+    with pytest.raises(ValueError, match="Unknown registration network 'voxelmorph'"):
+        registration_network("voxelmorph")
+
+
+@pytest.mark.parametrize("kind", ["resunet", "localnet"])
+def test_registration_networks_learn_to_undo_a_shift(kind):
+    """Trained alone on one misaligned pair (a 3-pixel shift), R removes most of the misalignment."""
+    torch.manual_seed(0)
+    warp = make_warp()
+    fixed = square_image(32)
+    moving = torch.roll(fixed, shifts=3, dims=2)
+    net = registration_network(kind, image_size=32, channels=8, deep_channels=16, levels=3)
+    optimiser = torch.optim.Adam(net.parameters(), 1e-3)
+    before = (moving - fixed).abs().mean().item()
+    for _ in range(150):
+        loss = correction_loss(warp(moving, net(moving, fixed)), fixed)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        after = (warp(moving, net(moving, fixed)) - fixed).abs().mean().item()
+    assert after < 0.5 * before, (before, after)
 
 
 def test_pooled_discriminator_scores_the_mean_of_the_patch_logits():

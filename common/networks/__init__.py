@@ -1,12 +1,12 @@
 """Networks not in MONAI as such: the CycleGAN ResNet generator, a patch discriminator pooled to
-one score per image (RegGAN), RegGAN's registration network (MONAI's LocalNet), MI2GAN's content
+one score per image (RegGAN), RegGAN's registration networks (the public code's residual U-Net, MONAI's LocalNet), MI2GAN's content
 auto-encoders and a translate-then-segment pipeline."""
 
 from common.networks.autoencoders import ContentDecoder, ContentEncoder
 from common.networks.discriminators import PooledPatchDiscriminator
 from common.networks.generators import ResnetGenerator, init_normal
 from common.networks.pipeline import TranslateThenSegment, sub_state_dict
-from common.networks.registration import RegistrationNetwork
+from common.networks.registration import RegistrationNetwork, ResUNetRegistration, registration_network
 from common.networks.utils import parameters
 
 __all__ = [
@@ -14,6 +14,8 @@ __all__ = [
     "init_normal",
     "PooledPatchDiscriminator",
     "RegistrationNetwork",
+    "ResUNetRegistration",
+    "registration_network",
     "parameters",
     "ContentEncoder",
     "ContentDecoder",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ResnetGenerator", "init_normal"]
+__all__ = ["ResidualBlock", "ResnetGenerator", "init_normal"]
 
 
 def init_normal(module: nn.Module, std: float = 0.02) -> None:
@@ -27,7 +27,10 @@ def init_normal(module: nn.Module, std: float = 0.02) -> None:
             nn.init.zeros_(module.bias)
 
 
-class _ResidualBlock(nn.Module):
+class ResidualBlock(nn.Module):
+    """``x + IN(conv(ReLU(IN(conv(x)))))`` with 3x3 convolutions and reflection padding (CycleGAN's
+    residual block, also RegGAN's registration network's)."""
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.block = nn.Sequential(
@@ -82,7 +85,7 @@ class ResnetGenerator(nn.Module):
                 nn.ReLU(inplace=True),
             ]
             channels *= 2
-        layers += [_ResidualBlock(channels) for _ in range(n_blocks)]
+        layers += [ResidualBlock(channels) for _ in range(n_blocks)]
         for _ in range(n_downsampling):
             layers += [
                 nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1),
