@@ -118,6 +118,14 @@ def test_evaluation_scores_against_the_aligned_references(trained):
         np.testing.assert_allclose(examples["source_0"], t1[None].numpy(), atol=1e-6)
         np.testing.assert_allclose(examples["reference_0"], t2[None].numpy(), atol=1e-6)
         assert examples["translation_0"].shape == examples["source_0"].shape
+    # reggan mode: the misalignment R leaves, per level, against the exact misalignment.
+    registration = json.loads((root / "eval" / "registration" / "registration.json").read_text())
+    levels = registration["levels"]
+    assert registration["pairs"] == len(datalist["paired"]["test"]) and set(levels) == {"0", "1", "2", "3", "4", "5"}
+    assert levels["0"]["identity_error"] == 0 and levels["0"]["residual_fraction"] is None
+    identity = [levels[str(level)]["identity_error"] for level in range(1, 6)]
+    assert identity == sorted(identity) and identity[-1] > 1  # larger levels move the head further (pixels)
+    assert all(np.isfinite(levels[str(level)]["endpoint_error"]) for level in range(6))
 
 
 def test_inference_uses_the_generator_only(trained, tmp_path):

@@ -4,7 +4,9 @@ the correction and smoothness losses, and the trainer's four modes (update order
 from __future__ import annotations
 
 import copy
+import json
 
+import numpy as np
 import pytest
 import torch
 from monai.networks.nets import PatchDiscriminator
@@ -382,3 +384,36 @@ def test_nan_guard_names_the_loss():
     trainer = make_trainer("reggan", [pair(float("nan"))])
     with pytest.raises(FloatingPointError, match=r"Loss '(G_AB|correction|smooth)' is nan"):
         trainer.run()
+
+
+def test_registration_evaluation_against_the_exact_misalignment(synthetic, tmp_path, monkeypatch):
+    """An R that predicts no displacement leaves all the misalignment (fraction 1); an R that
+    returns the exact displacement (a test oracle that reads the drawn field) leaves none."""
+    import common.evaluation.registration as module
+    from common.data.datalist import load_datalist
+    from common.evaluation import evaluate_registration
+
+    datalist = load_datalist(synthetic("brain", size=32, subjects=5))
+
+    class Identity(nn.Module):
+        def forward(self, moving, fixed):
+            return torch.zeros(moving.shape[0], 2, *moving.shape[2:])
+
+    result = evaluate_registration(nn.Identity(), Identity(), datalist, tmp_path, levels=(0, 2, 5))
+    assert result["levels"]["0"]["endpoint_error"] == 0
+    for level in ("2", "5"):
+        assert result["levels"][level]["residual_fraction"] == pytest.approx(1.0)
+    assert result["levels"]["5"]["identity_error"] > result["levels"]["2"]["identity_error"] > 0
+    assert json.loads((tmp_path / "registration.json").read_text()) == json.loads(json.dumps(result))
+
+    fields = []
+    original = module.misalignment_field
+    monkeypatch.setattr(module, "misalignment_field", lambda *args: fields.append(original(*args)) or fields[-1])
+
+    class Oracle(nn.Module):
+        def forward(self, moving, fixed):
+            return torch.as_tensor(fields[-1] - np.indices(moving.shape[2:]), dtype=torch.float32)[None]
+
+    result = evaluate_registration(nn.Identity(), Oracle(), datalist, tmp_path, levels=(3,))
+    assert result["levels"]["3"]["endpoint_error"] == pytest.approx(0, abs=1e-5)
+    assert result["levels"]["3"]["identity_error"] > 0.5

@@ -260,7 +260,39 @@ def misalign(image: np.ndarray, level: int, rng: np.random.Generator, order: int
         raise ValueError(f"Misalignment applies to 2D images (H, W) or (C, H, W), got shape {image.shape}.")
     if level == 0:
         return image.copy()
-    spatial = np.asarray(image.shape[-2:])
+    return resample(image, misalignment_field(tuple(image.shape[-2:]), level, rng), order, cval)
+
+
+def resample(image: np.ndarray, field: np.ndarray, order: int = 1, cval: float = 0.0) -> np.ndarray:
+    """``image`` (``(H, W)`` or ``(C, H, W)``) sampled at ``field`` (``(2, H, W)`` coordinates in
+    pixels), outside the field of view ``cval``; same shape and dtype."""
+    spatial = field.shape[1:]
+    channels = image[None] if image.ndim == 2 else image
+    warped = np.stack(
+        [
+            map_coordinates(channel, field.reshape(2, -1), order=order, mode="constant", cval=cval).reshape(spatial)
+            for channel in channels
+        ]
+    )
+    return (warped[0] if image.ndim == 2 else warped).astype(image.dtype)
+
+
+def misalignment_field(shape: tuple[int, int], level: int, rng: np.random.Generator) -> np.ndarray:
+    """The sampling coordinates of one random misalignment of level ``L`` (see :func:`misalign`,
+    which draws it the same way): output pixel ``p`` samples the input at ``field[:, p]``.
+
+    ``field - indices`` is therefore the exact displacement that MONAI's ``Warp`` needs to warp
+    the aligned image onto the misaligned one (the ideal output of RegGAN's R).
+
+    Args:
+        shape: ``(H, W)``.
+        level: 1 to 5.
+        rng: the generator that draws the transform.
+
+    Returns:
+        ``(2, H, W)`` row and column coordinates, in pixels.
+    """
+    spatial = np.asarray(shape)
     angle = np.deg2rad(rng.uniform(-level, level))
     shift = rng.uniform(-0.02 * level, 0.02 * level, 2) * spatial
     scale = rng.uniform(1 - 0.02 * level, 1 + 0.02 * level)
@@ -269,14 +301,7 @@ def misalign(image: np.ndarray, level: int, rng: np.random.Generator, order: int
     # Output pixel p samples the input at A^-1 (p - centre - shift) + centre.
     coords = np.indices(tuple(spatial)).reshape(2, -1).astype(float)
     source = np.linalg.inv(scale * rotation) @ (coords - (centre + shift)[:, None]) + centre[:, None]
-    channels = image[None] if image.ndim == 2 else image
-    warped = np.stack(
-        [
-            map_coordinates(channel, source, order=order, mode="constant", cval=cval).reshape(tuple(spatial))
-            for channel in channels
-        ]
-    )
-    return (warped[0] if image.ndim == 2 else warped).astype(image.dtype)
+    return source.reshape(2, *shape)
 
 
 # --- polyp: RGB endoscopy from two centres -------------------------------------------------
