@@ -17,7 +17,7 @@ from common.bundle import check_bundle
 from common.data.datalist import load_datalist
 from common.data.io import domain_transform
 from common.inference import translate
-from common.metrics import nmae
+from common.metrics import nmae, slice_ssim, ssim
 from common.networks import ResnetGenerator
 from common.reproduce import run_matrix
 
@@ -83,10 +83,14 @@ def test_evaluation_scores_against_the_references(trained):
     ct = domain_transform(datalist, "source", ("image",))({"image": entry["image"]})["image"][0]
     mr = domain_transform(datalist, "target", ("image",))({"image": entry["reference"]})["image"][0]
     assert metrics["per_volume"][0]["identity_nmae"] == pytest.approx(nmae(ct, mr, ct > -1), rel=1e-6)
-    for key in ("nmae", "psnr", "ssim"):
+    # SSIM as RegGAN scores it: 2D slices (within the body here), the 3D value kept beside it.
+    assert metrics["per_volume"][0]["identity_ssim"] == pytest.approx(slice_ssim(ct, mr, ct > -1), rel=1e-6)
+    assert metrics["per_volume"][0]["identity_ssim_whole"] == pytest.approx(ssim(ct, mr), rel=1e-6)
+    assert metrics["mean"]["identity_ssim"] != pytest.approx(metrics["mean"]["identity_ssim_whole"], abs=1e-3)
+    for key in ("nmae", "psnr", "ssim", "ssim_whole"):
         assert np.isfinite(metrics["mean"][key])
     assert 0 < metrics["mean"]["nmae"] < 1
-    assert (root / "eval" / "metrics.csv").read_text().startswith("volume,nmae,psnr,ssim")
+    assert (root / "eval" / "metrics.csv").read_text().startswith("volume,nmae,psnr,ssim,ssim_whole")
     assert (root / "eval" / "examples.png").stat().st_size > 10_000
 
 

@@ -7,7 +7,7 @@ import torch
 from monai.networks.nets import PatchDiscriminator
 from torch import nn
 
-from common.networks import ResnetGenerator
+from common.networks import ResnetGenerator, patch_layers, patch_receptive_field
 
 
 @pytest.mark.parametrize("channels,size", [((1, 1), 32), ((3, 1), 64), ((1, 3), 48)])
@@ -50,3 +50,22 @@ def test_patch_discriminator_is_a_70x70_patchgan():
     out[0, 0, 15, 15].backward()
     rows, cols = torch.nonzero(x.grad[0, 0], as_tuple=True)
     assert int(rows.max() - rows.min() + 1) == 70 and int(cols.max() - cols.min() + 1) == 70
+
+
+@pytest.mark.parametrize("layers", [0, 1, 2, 3])
+def test_patch_receptive_field_is_measured_on_the_network(layers):
+    disc = PatchDiscriminator(spatial_dims=2, channels=4, in_channels=1, num_layers_d=layers, norm=None)
+    x = torch.zeros(1, 1, 160, 160, requires_grad=True)
+    out = disc(x)[-1]
+    out[0, 0, out.shape[2] // 2, out.shape[3] // 2].backward()
+    rows, cols = torch.nonzero(x.grad[0, 0], as_tuple=True)
+    assert int(rows.max() - rows.min() + 1) == int(cols.max() - cols.min() + 1) == patch_receptive_field(layers)
+
+
+def test_patch_layers_keep_the_papers_receptive_field_fraction():
+    assert [patch_receptive_field(n) for n in range(4)] == [10, 16, 34, 70]
+    # 70/256 = 27 %: 3 layers at 256 px, 2 at 128 (34/128), 1 at 64 (16/64), 0 at 32 (10/32).
+    assert [patch_layers(size) for size in (256, 128, 64, 32)] == [3, 2, 1, 0]
+    assert patch_layers(512) == 3  # never deeper than the paper's network
+    with pytest.raises(ValueError, match="`image_size` must be a positive"):
+        patch_layers(0)

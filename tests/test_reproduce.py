@@ -52,9 +52,11 @@ def test_reggan_matrix_is_the_papers_table_layout(quick_matrix):
             "nmae",
             "psnr",
             "ssim",
+            "ssim_whole",
             "identity_nmae",
             "identity_psnr",
             "identity_ssim",
+            "identity_ssim_whole",
             "training_seconds",
         }
         # Each row is the run's own evaluation, trained in its own folder with its mode and level.

@@ -17,7 +17,7 @@ from common.data.datalist import DatalistError, entries
 from common.data.io import domain_transform
 from common.evaluation.report import middle, show_image, summarise, write_tables
 from common.inference import translate
-from common.metrics import dice_score, nmae, psnr, ssim
+from common.metrics import dice_score, nmae, psnr, slice_ssim, ssim
 from common.networks.pipeline import TranslateThenSegment
 
 __all__ = ["evaluate_translation", "evaluate_adaptation"]
@@ -41,7 +41,10 @@ def evaluate_translation(
 
     NMAE and PSNR are computed over the subject's body: the pixels where the input's first
     channel is not the background value -1 (the same anatomy occupies the same pixels in both
-    renderings). SSIM is over the whole image (3D for volumes), averaged over channels.
+    renderings). SSIM is RegGAN's 2D SSIM: per 2D slice (volumes are cut along their last axis),
+    its map averaged within the body, then over the slices (``ssim``); the SSIM of the whole
+    image, with a 7 x 7 x 7 window for volumes, is kept as ``ssim_whole`` (the ``ssim`` of
+    versions before 0.4). Both are averaged over channels.
 
     Args:
         network: the translation network.
@@ -56,8 +59,8 @@ def evaluate_translation(
         examples: how many subjects the figure shows.
 
     Returns:
-        ``{"per_volume": [...], "mean": {...}, "std": {...}}`` with ``nmae``, ``psnr``, ``ssim``
-        and ``identity_nmae``, ``identity_psnr``, ``identity_ssim``.
+        ``{"per_volume": [...], "mean": {...}, "std": {...}}`` with ``nmae``, ``psnr``, ``ssim``,
+        ``ssim_whole`` and the same with the prefix ``identity_``.
 
     Raises:
         DatalistError: the split does not exist or its entries have no ``reference``.
@@ -86,9 +89,9 @@ def evaluate_translation(
             mask = body.expand_as(candidate)
             row[f"{prefix}nmae"] = nmae(candidate, real, mask)
             row[f"{prefix}psnr"] = psnr(candidate, real, mask)
-            row[f"{prefix}ssim"] = float(
-                np.mean([ssim(c, r) for c, r in zip(candidate, real, strict=True)])
-            )  # per channel
+            pairs = list(zip(candidate, real, strict=True))  # per channel
+            row[f"{prefix}ssim"] = float(np.mean([slice_ssim(c, r, body) for c, r in pairs]))
+            row[f"{prefix}ssim_whole"] = float(np.mean([ssim(c, r) for c, r in pairs]))
         rows.append(row)
         if len(shown) < examples:
             shown.append((volume, image, fake, real))

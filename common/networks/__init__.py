@@ -3,7 +3,7 @@ one score per image (RegGAN), RegGAN's registration networks (the public code's 
 auto-encoders and a translate-then-segment pipeline."""
 
 from common.networks.autoencoders import ContentDecoder, ContentEncoder
-from common.networks.discriminators import PooledPatchDiscriminator
+from common.networks.discriminators import PooledPatchDiscriminator, patch_layers, patch_receptive_field
 from common.networks.generators import ResnetGenerator, init_normal
 from common.networks.pipeline import TranslateThenSegment, sub_state_dict
 from common.networks.registration import RegistrationNetwork, ResUNetRegistration, registration_network
@@ -13,6 +13,8 @@ __all__ = [
     "ResnetGenerator",
     "init_normal",
     "PooledPatchDiscriminator",
+    "patch_receptive_field",
+    "patch_layers",
     "RegistrationNetwork",
     "ResUNetRegistration",
     "registration_network",
