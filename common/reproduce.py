@@ -2,19 +2,21 @@
 
     python -m common.reproduce reggan --preset cpu --out results/reggan_cpu
 
-The matrix is the bundle's ``configs/reproduce.yaml``: named ``variants`` (config overrides),
-``settings`` crossed with them (config id: values), ``presets`` (overlays on ``train.yaml``),
-the ``evaluate`` overlay, the ``metrics`` to report (keys of the evaluation's ``metrics.json``
-``mean``, or of a sub-evaluation's ``*/metrics.json``) and the ``baseline`` whose
-``<baseline>_<metric>`` values are shown as a reference row (default ``identity``, the
-untranslated input; ``no_adaptation`` for segmentation). Each run trains with
+The matrix is the bundle's ``configs/reproduce.yaml`` (or ``configs/NAME.yaml`` with
+``--matrix NAME``, e.g. a comparison of options on a validation split): named ``variants``
+(config overrides), ``settings`` crossed with them (config id: values), ``overrides`` common to
+every run (optional), ``presets`` (overlays on ``train.yaml``), the ``evaluate`` overlay, the
+``metrics`` to report (keys of the evaluation's ``metrics.json`` ``mean``, or of a
+sub-evaluation's ``*/metrics.json``) and the ``baseline`` whose ``<baseline>_<metric>`` values
+are shown as a reference row (default ``identity``, the untranslated input; ``no_adaptation``
+for segmentation). Each run trains with
 ``train.yaml`` + the preset's overlays + its overrides (its own ``models`` and ``eval``
 folders under ``--out/runs``), then runs ``evaluating`` with the evaluation overlay. A run
 whose ``metrics.json`` exists is not run again, so an interrupted matrix continues where it
 stopped (``--force`` reruns; ``--evaluate-only`` scores trained runs again). The outputs are
 ``results.json`` (a list of rows: ``variant``, the settings, every metric, the seconds taken),
-``results.csv``, ``results.md`` (one table per metric, variants by setting) and ``metrics.png``
-(each metric against the first setting).
+``results.csv``, ``results.md`` (one table per metric, variants by setting, with the mean over
+seeds when the setting is ``seed``) and ``metrics.png`` (each metric against the first setting).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import csv
 import itertools
 import json
 import logging
+import math
 import multiprocessing
 import os
 import platform
@@ -46,21 +49,22 @@ BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 REQUIRED = ("variants", "presets", "evaluate", "metrics")
 
 
-def load_matrix(bundle: Path) -> dict:
-    """A bundle's ``configs/reproduce.yaml``, checked.
+def load_matrix(bundle: Path, name: str = "reproduce") -> dict:
+    """A bundle's ``configs/<name>.yaml``, checked.
 
     Args:
         bundle: the bundle folder.
+        name: the matrix (default ``reproduce``, the paper's tables).
 
     Returns:
-        The matrix with ``settings`` defaulting to none.
+        The matrix with ``settings`` and ``overrides`` defaulting to none.
 
     Raises:
         ValueError: the file is missing, lacks a key, or overrides a config id that
-            ``train.yaml`` and the presets' overlays do not define (a typo would otherwise
-            silently add an unused id).
+            ``train.yaml``, the presets' overlays and the evaluation overlay do not define (a
+            typo would otherwise silently add an unused id).
     """
-    path = bundle / "configs" / "reproduce.yaml"
+    path = bundle / "configs" / f"{name}.yaml"
     if not path.is_file():
         raise ValueError(f"{path} not found: the bundle {bundle.name!r} defines no experiment matrix.")
     matrix = yaml.safe_load(path.read_text()) or {}
@@ -68,20 +72,23 @@ def load_matrix(bundle: Path) -> dict:
     if missing:
         raise ValueError(f"{path}: missing key(s) {', '.join(missing)}; expected {', '.join(REQUIRED)}.")
     matrix.setdefault("settings", {})
+    matrix.setdefault("overrides", {})
     matrix.setdefault("lower_is_better", [])
     matrix.setdefault("baseline", "identity")
-    configs = ConfigParser()  # every id a run overrides must exist in train.yaml or a preset's overlay
-    overlays = dict.fromkeys(["configs/train.yaml", *(o for p in matrix["presets"].values() for o in p)])
+    configs = ConfigParser()  # every id a run overrides must exist in train.yaml or an overlay
+    presets = (o for p in matrix["presets"].values() for o in p)
+    overlays = dict.fromkeys(["configs/train.yaml", *presets, matrix["evaluate"]])
     configs.read_config([str(bundle / f) for f in overlays])
     for where, ids in [
         *((f"variant {name!r}", list(o or {})) for name, o in matrix["variants"].items()),
         ("settings", list(matrix["settings"])),
+        ("overrides", list(matrix["overrides"])),
     ]:
         unknown = [i for i in ids if i not in configs]
         if unknown:
             raise ValueError(
                 f"{path}: {where} sets {', '.join(map(repr, unknown))}, which neither configs/train.yaml "
-                "nor the presets' overlays define."
+                "nor the presets' and the evaluation's overlays define."
             )
     return matrix
 
@@ -125,7 +132,13 @@ def _train_and_evaluate(
 
 
 def run_matrix(
-    bundle: str | Path, preset: str, out: str | Path, force: bool = False, jobs: int = 1, evaluate_only: bool = False
+    bundle: str | Path,
+    preset: str,
+    out: str | Path,
+    force: bool = False,
+    jobs: int = 1,
+    evaluate_only: bool = False,
+    matrix_name: str = "reproduce",
 ) -> list[dict]:
     """Trains and evaluates every run of a bundle's matrix.
 
@@ -138,6 +151,7 @@ def run_matrix(
             (small networks use two CPU cores better as two runs than as one).
         evaluate_only: evaluate the trained runs again (e.g. after a change of the
             evaluation) without training; every run must have its weights.
+        matrix_name: the matrix, ``configs/<matrix_name>.yaml`` (default ``reproduce``).
 
     Returns:
         The result rows.
@@ -148,7 +162,7 @@ def run_matrix(
     bundle = Path(bundle) if Path(bundle).is_dir() else BUNDLES / str(bundle)
     if not (bundle / "configs").is_dir():
         raise ValueError(f"No bundle at {bundle} (expected a folder with configs/).")
-    matrix = load_matrix(bundle)
+    matrix = load_matrix(bundle, matrix_name)
     if preset not in matrix["presets"]:
         raise ValueError(
             f"Unknown preset {preset!r} for {bundle.name}; expected one of {', '.join(matrix['presets'])}."
@@ -166,6 +180,7 @@ def run_matrix(
     for variant, settings in runs:
         folder = out / "runs" / _run_name(variant, settings)
         overrides = {
+            **matrix["overrides"],
             **matrix["variants"][variant],
             **settings,
             "ckpt_dir": str(folder / "models"),
@@ -205,7 +220,7 @@ def run_matrix(
             {
                 "variant": variant,
                 **settings,
-                **{m: mean[m] for m in matrix["metrics"]},
+                **{m: mean.get(m, math.nan) for m in matrix["metrics"]},  # NaN: not measured (e.g. v1 data)
                 **{f"{baseline}_{m}": mean[f"{baseline}_{m}"] for m in matrix["metrics"] if f"{baseline}_{m}" in mean},
                 "training_seconds": json.loads(timing.read_text())["training_seconds"] if timing.is_file() else None,
             }
@@ -216,6 +231,7 @@ def run_matrix(
         out,
         {
             "bundle": bundle.name,
+            "matrix": matrix_name,
             "preset": preset,
             "overlays": overlays,
             "jobs": jobs,
@@ -272,13 +288,17 @@ def _markdown(rows: list[dict], matrix: dict, info: dict) -> str:
         else (f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)")
     )
     trained = [r["training_seconds"] for r in rows if r.get("training_seconds") is not None]
+    which = "" if info.get("matrix", "reproduce") == "reproduce" else f" --matrix {info['matrix']}"
     lines = [
-        f"Generated by `python -m common.reproduce {info['bundle']} --preset {info['preset']}` "
+        f"Generated by `python -m common.reproduce {info['bundle']}{which} --preset {info['preset']}` "
         f"(configs: {', '.join(info['overlays'])}) on {device}. Training time of the {len(trained)} runs, "
         f"summed: {sum(trained) / 60:.1f} min; this invocation: {info['seconds'] / 60:.1f} min wall clock with "
         f"{info.get('jobs', 1)} job(s) in parallel (runs already done are skipped).",
         "",
     ]
+    if matrix.get("overrides"):
+        common = ", ".join(f"`{k}: {v}`" for k, v in matrix["overrides"].items())
+        lines += [f"Every run sets {common}.", ""]
     setting = next(iter(matrix["settings"]), None)
     for metric in matrix["metrics"]:
         better = "lower is better" if metric in matrix["lower_is_better"] else "higher is better"
@@ -292,16 +312,33 @@ def _markdown(rows: list[dict], matrix: dict, info: dict) -> str:
                 lines.append(f"| {_baseline_label(matrix)} | {np.mean(identity):.4f} |")
         else:
             columns = sorted({r[setting] for r in rows})
+            repeats = setting == "seed"  # seeds are repeats: their mean is the result
             lines += [
-                f"| variant \\ {setting} | " + " | ".join(str(c) for c in columns) + " |",
-                "| --- |" + " --- |" * len(columns),
+                f"| variant \\ {setting} | "
+                + " | ".join(str(c) for c in columns)
+                + (" | mean" if repeats else "")
+                + " |",
+                "| --- |" + " --- |" * (len(columns) + repeats),
             ]
             for variant in matrix["variants"]:
                 cells = {r[setting]: r[metric] for r in rows if r["variant"] == variant}
+                mean = f" | **{np.mean(list(cells.values())):.4f}**" if repeats else ""
                 lines.append(
-                    f"| {variant} | " + " | ".join(f"{cells[c]:.4f}" if c in cells else "" for c in columns) + " |"
+                    f"| {variant} | "
+                    + " | ".join(f"{cells[c]:.4f}" if c in cells else "" for c in columns)
+                    + mean
+                    + " |"
                 )
-            if identity:
+            if identity and repeats:  # the baseline (e.g. the segmenter) is trained per seed too
+                per_seed = {
+                    c: np.mean([r[key] for r in rows if r[setting] == c and r.get(key) is not None]) for c in columns
+                }
+                lines.append(
+                    f"| {_baseline_label(matrix)} | "
+                    + " | ".join(f"{per_seed[c]:.4f}" for c in columns)
+                    + f" | **{np.mean(list(per_seed.values())):.4f}** |"
+                )
+            elif identity:
                 lines.append(
                     f"| {_baseline_label(matrix)} | {np.mean(identity):.4f} (every {setting}) |"
                     + " |" * (len(columns) - 1)
@@ -332,7 +369,8 @@ def _figure(rows: list[dict], matrix: dict, path: Path, info: dict) -> None:
             ax.set_xlabel(setting)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{info['bundle']}, preset {info['preset']}", fontsize=10)
+    which = "" if info.get("matrix", "reproduce") == "reproduce" else f", matrix {info['matrix']}"
+    fig.suptitle(f"{info['bundle']}{which}, preset {info['preset']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
 
@@ -373,7 +411,7 @@ def _examples(rows: list[dict], matrix: dict, out: Path, path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    """Command line: ``python -m common.reproduce BUNDLE [--preset P] [--out DIR] [--force] [--jobs N]``.
+    """Command line: ``python -m common.reproduce BUNDLE [--preset P] [--matrix M] [--out DIR] [--force] [--jobs N]``.
 
     Args:
         argv: the arguments (default: ``sys.argv[1:]``).
@@ -384,15 +422,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m common.reproduce", description=__doc__.splitlines()[0])
     parser.add_argument("bundle", help="a bundle name under bundles/ or a bundle folder")
     parser.add_argument("--preset", default="cpu", help="quick, cpu or gpu (default cpu)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default reproduce/BUNDLE_PRESET)")
+    parser.add_argument(
+        "--matrix", default="reproduce", help="the matrix: configs/MATRIX.yaml of the bundle (default reproduce)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default reproduce/BUNDLE_PRESET, BUNDLE_MATRIX_PRESET)"
+    )
     parser.add_argument("--force", action="store_true", help="rerun runs that already have results")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
     parser.add_argument("--evaluate-only", action="store_true", help="evaluate the trained runs again, no training")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
-    out = args.out or Path("reproduce") / f"{Path(args.bundle).name}_{args.preset}"
+    which = "" if args.matrix == "reproduce" else f"_{args.matrix}"
+    out = args.out or Path("reproduce") / f"{Path(args.bundle).name}{which}_{args.preset}"
     try:
-        return run_matrix(args.bundle, args.preset, out, args.force, args.jobs, args.evaluate_only)
+        return run_matrix(args.bundle, args.preset, out, args.force, args.jobs, args.evaluate_only, args.matrix)
     except ValueError as error:
         parser.error(str(error))
 

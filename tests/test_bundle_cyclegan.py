@@ -87,6 +87,11 @@ def test_evaluation_scores_against_the_references(trained):
     assert metrics["per_volume"][0]["identity_ssim"] == pytest.approx(slice_ssim(ct, mr, ct > -1), rel=1e-6)
     assert metrics["per_volume"][0]["identity_ssim_whole"] == pytest.approx(ssim(ct, mr), rel=1e-6)
     assert metrics["mean"]["identity_ssim"] != pytest.approx(metrics["mean"]["identity_ssim_whole"], abs=1e-3)
+    # The NMAE within each labelled organ (here the liver, label 1).
+    loaded = domain_transform(datalist, "source")({"image": entry["image"], "label": entry["label"]})
+    label = loaded["label"][0]
+    assert metrics["per_volume"][0]["identity_nmae_liver"] == pytest.approx(nmae(ct, mr, label == 1), rel=1e-6)
+    assert {"nmae_liver", "nmae_right_kidney", "nmae_left_kidney", "nmae_spleen"} <= set(metrics["mean"])
     for key in ("nmae", "psnr", "ssim", "ssim_whole"):
         assert np.isfinite(metrics["mean"][key])
     assert 0 < metrics["mean"]["nmae"] < 1

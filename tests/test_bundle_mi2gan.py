@@ -6,6 +6,7 @@ CPU), the experiment matrix and `common.bundle check`."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from bundle_helpers import ENV, assert_check_and_export, bundle_command, bundle_infer, bundle_run, copy_bundle, ddp_run
 from monai.networks.nets import BasicUNet
 from PIL import Image
@@ -87,6 +89,11 @@ def matrix(trained, tmp_path_factory):
     """`common.reproduce mi2gan --preset quick`: the four rows of Table 1 (each trained once, here),
     through the bundle's configs with `--method` overrides."""
     root = copy_bundle(tmp_path_factory.mktemp("mi2gan_matrix"), trained[0], keep_data=True)
+    path = root / "configs" / "reproduce.yaml"
+    table = yaml.safe_load(path.read_text())
+    assert table["settings"] == {"seed": [0, 1]}  # the shipped matrix repeats every row over two seeds
+    table["settings"] = {}  # one seed here
+    path.write_text(yaml.safe_dump(table, sort_keys=False))
     out = tmp_path_factory.mktemp("mi2gan_reproduce")
     return out, run_matrix(root, "quick", out)
 
@@ -111,6 +118,36 @@ def test_every_method_trains_from_the_method_id(matrix, method, networks):
     resume = torch.load(models / "translation" / "resume.pt", map_location="cpu", weights_only=False)
     assert networks <= set(resume) and not (MI2GAN_NETWORKS - networks) & set(resume)
     assert resume["trainer"]["iteration"] == ITERATIONS
+
+
+def test_options_are_compared_on_a_labelled_validation_split(trained, tmp_path, caplog):
+    """`common.reproduce mi2gan --matrix options`: the MI term's options (two of them here), each
+    trained on the usual data and scored on the target centre's validation images, labelled for
+    this purpose; the test split is never scored."""
+    root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
+    path = root / "configs" / "options.yaml"
+    matrix = yaml.safe_load(path.read_text())
+    matrix["variants"] = {k: matrix["variants"][k] for k in ("literal", "product_jsd")}
+    path.write_text(yaml.safe_dump(matrix, sort_keys=False))
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO, logger="common.reproduce"):
+        rows = run_matrix(root, "quick", out, matrix_name="options")
+    assert [r["variant"] for r in rows] == ["literal", "product_jsd"]
+    datalist = load_datalist(root / "data" / "polyp_32_10_labelled_validation" / "datalist.json")
+    plain = load_datalist(trained[0] / "data" / "polyp_32_10" / "datalist.json")
+    assert [Path(e["image"]).name for e in datalist["target"]["training"]] == [
+        Path(e["image"]).name for e in plain["target"]["training"]
+    ]
+    validation = [Path(e["image"]).name for e in datalist["target"]["validation"]]
+    for row in rows:
+        metrics = json.loads((out / "runs" / row["variant"] / "eval" / "metrics.json").read_text())
+        assert [v["volume"] for v in metrics["per_volume"]] == validation
+        assert row["dice"] == metrics["mean"]["dice"] and 0 <= row["dice"] <= 1
+    # Each run got its options and the common overrides.
+    assert "'mi_marginal': 'product', 'mi_bound': 'jsd', 'ckpt_dir'" in caplog.text
+    assert "'data_labelled_validation': True, 'evaluate_split': 'validation', 'mi_marginal': 'real'" in caplog.text
+    markdown = (out / "results.md").read_text()
+    assert "--matrix options" in markdown and "`evaluate_split: validation`" in markdown
 
 
 def test_resume_continues_and_keeps_the_segmenter(trained, tmp_path):
@@ -283,6 +320,11 @@ def test_matrix_rows_share_one_segmenter(matrix):
     assert len({r["nmae"] for r in rows[1:]}) == 3  # three different translators
     table = (out / "results.md").read_text()
     assert "| mi2gan_no_dmi |" in table and "| no adaptation |" in table
+    # What D_MI separates is measured where there is a D_MI.
+    critic = json.loads((out / "runs" / "mi2gan" / "eval" / "critic" / "critic.json").read_text())
+    assert 0 <= critic["content_separation"] <= 1 and 0 <= critic["translation_separation"] <= 1
+    assert critic["images"] == 2 and critic["split"] == "test"
+    assert not (out / "runs" / "mi2gan_no_dmi" / "eval" / "critic").exists()
 
 
 def test_bundle_check_and_torchscript_export(trained):

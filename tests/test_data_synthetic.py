@@ -78,6 +78,25 @@ def test_3d_layout_geometry_and_labels(synthetic):
     load_datalist(path, verify_images=True)
 
 
+def test_labelled_validation_labels_the_target_validation_split_only(tmp_path):
+    plain = generate("polyp", tmp_path / "plain", size=24, subjects=10)
+    labelled = generate("polyp", tmp_path / "labelled", size=24, subjects=10, labelled_validation=True)
+    a, b = json.loads(plain.read_text()), json.loads(labelled.read_text())
+    assert all(set(e) == {"image", "label", "reference"} for e in b["target"]["validation"])
+    assert all(set(e) == {"image"} for e in b["target"]["training"])  # training stays unlabelled
+    assert b["generator"]["labelled_validation"] and not a["generator"]["labelled_validation"]
+    # The images are the same as without labels: only labels and references are added.
+    first, second = arrays(plain), arrays(labelled)
+    assert set(first) < set(second)
+    assert {k for k in set(second) - set(first)} == {
+        k for k in second if k.startswith(("target/labels/validation", "target/reference/validation"))
+    }
+    assert all(np.array_equal(first[k], second[k]) for k in first)
+    # A labelled validation split is another dataset: ensure_dataset does not mix them up.
+    with pytest.raises(ValueError, match=r"labelled_validation: False, asked True"):
+        ensure_dataset(tmp_path / "plain", "polyp", size=24, subjects=10, labelled_validation=True)
+
+
 def test_reference_is_the_same_subject_in_the_other_domain(synthetic):
     path = synthetic("abdomen", size=32, subjects=5)
     entry = load_datalist(path)["target"]["test"][0]

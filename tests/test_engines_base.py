@@ -13,7 +13,7 @@ from monai.engines import SupervisedTrainer
 from PIL import Image
 from torch import nn
 
-from common.engines import MultiNetworkTrainer, Stage, run_stages
+from common.engines import MultiNetworkTrainer, Stage, load_stage_networks, run_stages
 from common.handlers import ImageGridHandler, linear_decay
 
 
@@ -227,3 +227,16 @@ def test_a_stage_without_a_trainer_is_skipped_and_names_must_be_unique(tmp_path)
     trainer, _ = supervised(nn.Conv2d(1, 1, 1))
     with pytest.raises(ValueError, match="Stage 'plain': list its `checkpoint` objects"):
         run_stages([Stage("plain", trainer)], tmp_path)
+
+
+def test_load_stage_networks_reads_a_stages_checkpoint(tmp_path):
+    saved = {"R": nn.Linear(3, 2), "D": nn.Linear(2, 1)}
+    (tmp_path / "translation").mkdir()
+    torch.save({k: v.state_dict() for k, v in saved.items()}, tmp_path / "translation" / "resume.pt")
+    fresh = nn.Linear(3, 2)
+    load_stage_networks(tmp_path, "translation", {"R": fresh})
+    assert torch.equal(fresh.weight, saved["R"].weight)
+    with pytest.raises(ValueError, match=r"resume.pt has no G; it holds D, R"):
+        load_stage_networks(tmp_path, "translation", {"G": nn.Linear(3, 2)})
+    with pytest.raises(ValueError, match=r"segmenter/resume.pt not found: train the stage 'segmenter' first"):
+        load_stage_networks(tmp_path, "segmenter", {"R": fresh})

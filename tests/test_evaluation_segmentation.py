@@ -115,3 +115,15 @@ def test_a_missed_structure_keeps_mean_and_std_infinite():
     result = summarise([{"volume": "a", "assd": 2.0, "dice": 0.5}, {"volume": "b", "assd": math.inf, "dice": 0.0}])
     assert result["mean"] == {"assd": math.inf, "dice": 0.25}
     assert result["std"] == {"assd": math.inf, "dice": 0.25}
+
+
+def test_a_metric_that_does_not_apply_is_left_out_of_the_mean():
+    # NaN: e.g. the NMAE within a lesion on an image without a lesion.
+    rows = [
+        {"volume": "a", "nmae_lesion": 0.2},
+        {"volume": "b", "nmae_lesion": math.nan},
+        {"volume": "c", "nmae_lesion": 0.4},
+    ]
+    result = summarise(rows)
+    assert result["mean"]["nmae_lesion"] == pytest.approx(0.3) and result["std"]["nmae_lesion"] == pytest.approx(0.1)
+    assert math.isnan(summarise([{"volume": "a", "x": math.nan}])["mean"]["x"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.reproduce import load_matrix, main, run_matrix
+from common.reproduce import load_matrix, main, run_matrix, write_results
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
@@ -53,10 +53,12 @@ def test_reggan_matrix_is_the_papers_table_layout(quick_matrix):
             "psnr",
             "ssim",
             "ssim_whole",
+            "nmae_lesion",
             "identity_nmae",
             "identity_psnr",
             "identity_ssim",
             "identity_ssim_whole",
+            "identity_nmae_lesion",
             "training_seconds",
         }
         # Each row is the run's own evaluation, trained in its own folder with its mode and level.
@@ -124,6 +126,12 @@ def test_every_matrix_overrides_existing_config_ids(bundle):
     assert {"quick", "cpu", "gpu"} <= set(matrix["presets"]) and matrix["variants"]
 
 
+def test_the_options_matrix_is_scored_on_the_labelled_validation_split():
+    matrix = load_matrix(BUNDLES / "mi2gan", "options")
+    assert matrix["overrides"] == {"data_labelled_validation": True, "evaluate_split": "validation"}
+    assert {"literal", "product_jsd"} <= set(matrix["variants"]) and {"quick", "cpu"} <= set(matrix["presets"])
+
+
 def test_a_misspelt_override_is_named(tmp_path):
     shutil.copytree(BUNDLES / "cyclegan" / "configs", tmp_path / "configs")
     path = tmp_path / "configs" / "reproduce.yaml"
@@ -148,3 +156,25 @@ def test_bad_requests_are_named(tmp_path):
         run_matrix("reggan", "fast", tmp_path)
     with pytest.raises(SystemExit):
         main(["no_such_bundle", "--out", str(tmp_path)])
+
+
+def test_seeds_are_repeats_whose_mean_is_reported(tmp_path):
+    # Two variants over seeds 0 and 1; the baseline (a per-seed segmenter) differs per seed.
+    rows = [
+        {"variant": v, "seed": s, "dice": d, "no_adaptation_dice": 0.5 + s / 10, "training_seconds": 1.0}
+        for v, values in (("a", (0.2, 0.4)), ("b", (0.6, 0.9)))
+        for s, d in zip((0, 1), values, strict=True)
+    ]
+    matrix = {
+        "variants": {"a": {}, "b": {}},
+        "settings": {"seed": [0, 1]},
+        "metrics": ["dice"],
+        "lower_is_better": [],
+        "baseline": "no_adaptation",
+    }
+    write_results(rows, matrix, tmp_path, {"bundle": "x", "preset": "cpu", "overlays": [], "seconds": 1.0})
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| variant \\ seed | 0 | 1 | mean |" in markdown
+    assert "| a | 0.2000 | 0.4000 | **0.3000** |" in markdown and "| b | 0.6000 | 0.9000 | **0.7500** |" in markdown
+    assert "| no adaptation | 0.5000 | 0.6000 | **0.5500** |" in markdown
+    assert (tmp_path / "metrics.png").stat().st_size > 5_000

@@ -9,6 +9,8 @@ rendered in the other domain (``reference``) so that translations can be scored.
 ``--version 2`` (the default) is the calibrated benchmark (``python -m common.data.calibrate``
 shows with oracles that each task contains the shift its method removes); ``--version 1`` writes
 the first release byte for byte. ``--phases`` gives the abdomen task a multi-phase MR target.
+``--labelled-validation`` also labels the target validation split (with references), so that a
+method's options can be chosen on it rather than on the test split.
 
 ``--preview`` draws the first test subjects of each domain into ``DIR/preview.png``;
 ``--measure-gap`` then trains a small U-Net on the source domain and reports its Dice on the
@@ -197,6 +199,7 @@ def generate(
     overwrite: bool = False,
     version: int = 2,
     phases: bool = False,
+    labelled_validation: bool = False,
 ) -> Path:
     """Writes one task's images, labels and ``datalist.json`` into ``out``.
 
@@ -213,6 +216,10 @@ def generate(
         phases: ``abdomen`` version 2 only: a multi-phase T1-weighted MR target (each target image
             one of pre-contrast, arterial or portal-venous, recorded as the entry's ``phase``)
             instead of the T2-like one.
+        labelled_validation: also label the target domain's validation split and give it
+            references, for choosing among a method's options without touching the test split
+            (the images are the same as without it; unsupervised training never reads target
+            labels).
 
     Returns:
         The path of the datalist.
@@ -249,6 +256,7 @@ def generate(
             "noise_level": noise_level if task == "brain" else None,
             "version": version,
             "phases": phases,
+            "labelled_validation": labelled_validation,
         },
     }
     jobs = [(domain, split, i) for domain in (0, 1) for split in SPLITS for i in range(sizes[split])]
@@ -269,12 +277,13 @@ def generate(
         entry = {"image": image}
         if phases and role == "target":
             entry["phase"] = phase
-        if role == "source" or split == "test":  # target labels exist for testing only
+        scored = split == "test" or (labelled_validation and split == "validation" and role == "target")
+        if role == "source" or scored:  # target labels exist for testing (and choosing options) only
             entry["label"] = _write(out, f"{role}/labels/{name}", anatomy.label, anatomy, spec)
         if task == "brain":
             paired[split].append(_brain_pair(out, name, anatomy, entry, noise_level, rng, spec))
             continue
-        if split == "test":
+        if scored:
             entry["reference"] = _write(
                 out, f"{role}/reference/{name}", spec.render(anatomy, other, rng), anatomy, spec
             )
@@ -318,7 +327,8 @@ def ensure_dataset(dataset_dir: str | Path, task: str, version: int = 2, **optio
         dataset_dir: the bundle's ``dataset_dir``.
         task: the task to generate when the folder is absent.
         version: the benchmark version (data written before versions existed is version 1).
-        options: passed to :func:`generate` (``seed``, ``size``, ``subjects``, ``noise_level``, ``phases``).
+        options: passed to :func:`generate` (``seed``, ``size``, ``subjects``, ``noise_level``, ``phases``,
+            ``labelled_validation``).
 
     Returns:
         The path of ``datalist.json``.
@@ -345,7 +355,7 @@ def ensure_dataset(dataset_dir: str | Path, task: str, version: int = 2, **optio
         )
     recorded = json.loads(datalist.read_text()).get("generator")
     if recorded is not None:  # synthetic data: it must be what was asked for
-        recorded = {"version": 1, "phases": False, **recorded}  # written before versions existed: v1
+        recorded = {"version": 1, "phases": False, "labelled_validation": False, **recorded}  # older: v1
         asked = {"task": task, "version": version}
         asked.update({k: v for k, v in options.items() if v is not None and k in recorded})
         different = {k: (recorded.get(k), v) for k, v in asked.items() if recorded.get(k) != v}
@@ -372,6 +382,11 @@ def main(argv: list[str] | None = None) -> None:
         "--version", type=int, default=2, choices=sorted(VERSIONS), help="benchmark version (default 2; 1 = v1)"
     )
     parser.add_argument("--phases", action="store_true", help="abdomen: multi-phase T1-weighted MR target")
+    parser.add_argument(
+        "--labelled-validation",
+        action="store_true",
+        help="label the target validation split too (for choosing options; never the test split)",
+    )
     parser.add_argument("--preview", action="store_true", help="draw the first test subjects into DIR/preview.png")
     parser.add_argument(
         "--measure-gap",
@@ -392,6 +407,7 @@ def main(argv: list[str] | None = None) -> None:
             args.overwrite,
             version=args.version,
             phases=args.phases,
+            labelled_validation=args.labelled_validation,
         )
     except ValueError as error:
         parser.error(str(error))

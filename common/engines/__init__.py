@@ -5,7 +5,7 @@ from common.engines.base import MultiNetworkTrainer, distributed, is_main_proces
 from common.engines.cyclegan import CycleGANTrainer, DiscriminatorReduction
 from common.engines.mi2gan import MI2GANTrainer, MIMarginal
 from common.engines.reggan import RegGANMode, RegGANTrainer
-from common.engines.stages import Stage, atomic_save, run_stages
+from common.engines.stages import Stage, atomic_save, load_stage_networks, run_stages
 from common.engines.validation import segmentation_validation, translation_validation
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "MIMarginal",
     "Stage",
     "run_stages",
+    "load_stage_networks",
     "atomic_save",
     "segmentation_validation",
     "translation_validation",

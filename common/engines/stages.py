@@ -31,7 +31,7 @@ from torch import nn
 
 from common.engines.base import is_main_process, unwrap
 
-__all__ = ["Stage", "run_stages", "atomic_save", "RELEASE_FILENAME"]
+__all__ = ["Stage", "run_stages", "atomic_save", "load_stage_networks", "RELEASE_FILENAME"]
 
 logger = logging.getLogger(__name__)
 RELEASE_FILENAME = "model.pt"
@@ -89,6 +89,32 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, temporary)
     os.replace(temporary, path)
+
+
+def load_stage_networks(
+    ckpt_dir: str | Path, stage: str, networks: Mapping[str, nn.Module], device: torch.device | str = "cpu"
+) -> None:
+    """Loads networks from a stage's resume checkpoint, e.g. those an evaluation needs beyond
+    the release network (RegGAN's ``R``, MI2GAN's encoders and ``D_MI``).
+
+    Args:
+        ckpt_dir: the run's checkpoint folder.
+        stage: the stage whose ``<stage>/resume.pt`` holds them.
+        networks: ``{checkpoint name: network}``, e.g. ``{"R": registration}``.
+        device: where to map the weights.
+
+    Raises:
+        ValueError: the checkpoint is missing or lacks a network, naming what it holds.
+    """
+    path = Path(ckpt_dir) / stage / "resume.pt"
+    if not path.is_file():
+        raise ValueError(f"{path} not found: train the stage {stage!r} first.")
+    state = torch.load(path, map_location=device, weights_only=True)
+    missing = [name for name in networks if name not in state]
+    if missing:
+        raise ValueError(f"{path} has no {', '.join(missing)}; it holds {', '.join(sorted(state))}.")
+    for name, network in networks.items():
+        network.load_state_dict(state[name])
 
 
 def _state(objects: Mapping[str, Any]) -> dict:

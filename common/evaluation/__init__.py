@@ -1,15 +1,18 @@
 """Evaluations written as JSON, CSV and figures: translations against the synthetic references
 (:func:`evaluate_translation`), translate-then-segment content preservation
 (:func:`evaluate_adaptation`), label-map networks per 3D volume and per class
-(:func:`evaluate_segmenter`) and the misalignment RegGAN's R leaves (:func:`evaluate_registration`)."""
+(:func:`evaluate_segmenter`), the misalignment RegGAN's R leaves (:func:`evaluate_registration`)
+and what MI2GAN's critic separates (:func:`evaluate_mi_critic`)."""
 
+from common.evaluation.critic import evaluate_mi_critic
 from common.evaluation.registration import evaluate_registration
-from common.evaluation.report import show_image, summarise, write_tables
+from common.evaluation.report import show_image, summarise, write_json, write_tables
 from common.evaluation.segmentation import SEGMENTATION_METRICS, evaluate_segmenter
 from common.evaluation.translation import evaluate_adaptation, evaluate_translation
 
 __all__ = [
     "evaluate_registration",
+    "evaluate_mi_critic",
     "evaluate_translation",
     "evaluate_adaptation",
     "evaluate_segmenter",
@@ -17,4 +20,5 @@ __all__ = [
     "show_image",
     "summarise",
     "write_tables",
+    "write_json",
 ]

@@ -9,9 +9,7 @@ to the error of the identity (no registration, the misalignment itself).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from torch import nn
 from common.data.datalist import entries
 from common.data.io import paired_transform
 from common.data.phantoms import misalignment_field, resample
+from common.evaluation.report import write_json
 
 __all__ = ["evaluate_registration"]
 
@@ -90,9 +89,5 @@ def evaluate_registration(
             "residual_fraction": endpoint / identity if identity > 0 else None,
         }
         logger.info("level %d: R leaves %.2f px of %.2f px misalignment", level, endpoint, identity)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    temporary = output_dir / f".registration.json.{os.getpid()}.tmp"
-    temporary.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(temporary, output_dir / "registration.json")
+    write_json(result, Path(output_dir) / "registration.json")
     return result

@@ -28,16 +28,32 @@ def summarise(rows: list[dict]) -> dict:
 
     Returns:
         ``{"per_volume": rows, "mean": {...}, "std": {...}}``; a metric that is ``inf`` in some
-        volume (a distance to a structure that was missed) has mean and std ``inf``.
+        volume (a distance to a structure that was missed) has mean and std ``inf``; a ``NaN``
+        (a metric that does not apply to that volume) is left out of the mean and std.
     """
     keys = [k for k in rows[0] if k != "volume"]
     values = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in keys}
+    values = {k: v[~np.isnan(v)] for k, v in values.items()}
     finite = {k: bool(np.isfinite(v).all()) for k, v in values.items()}
     return {
         "per_volume": rows,
-        "mean": {k: float(np.mean(v)) for k, v in values.items()},
-        "std": {k: float(np.std(v)) if finite[k] else math.inf for k, v in values.items()},
+        "mean": {k: float(np.mean(v)) if v.size else math.nan for k, v in values.items()},
+        "std": {k: (float(np.std(v)) if finite[k] else math.inf) if v.size else math.nan for k, v in values.items()},
     }
+
+
+def write_json(obj: dict, path: str | Path) -> Path:
+    """Writes ``obj`` as indented JSON through a temporary file and a rename (the folder is created).
+
+    Returns:
+        The path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(temporary, path)
+    return path
 
 
 def write_tables(result: dict, output_dir: str | Path) -> Path:

@@ -5,6 +5,7 @@ adaptation on a labelled test split (image, translation, reference, prediction r
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,10 @@ def evaluate_translation(
     renderings). SSIM is RegGAN's 2D SSIM: per 2D slice (volumes are cut along their last axis),
     its map averaged within the body, then over the slices (``ssim``); the SSIM of the whole
     image, with a 7 x 7 x 7 window for volumes, is kept as ``ssim_whole`` (the ``ssim`` of
-    versions before 0.4). Both are averaged over channels.
+    versions before 0.4). Both are averaged over channels. Where the entries have a ``label``,
+    the NMAE within each labelled structure is added as ``nmae_<name>`` (the datalist's label
+    names; NaN for an image without that structure, left out of the mean): whether a
+    translation renders a small structure, e.g. a lesion, that the body's NMAE hardly weighs.
 
     Args:
         network: the translation network.
@@ -70,8 +74,11 @@ def evaluate_translation(
     items = entries(datalist, domain, split)
     if any("reference" not in e for e in items):
         raise DatalistError(f"`{domain}.{split}` entries need a `reference` (the subject in the other domain).")
+    labelled = all("label" in e for e in items)
+    keys = ("image", "label") if labelled else ("image",)
+    structures = {int(k): name for k, name in datalist["labels"].items() if int(k) > 0} if labelled else {}
     inputs = CacheDataset(
-        [{"image": e["image"]} for e in items], domain_transform(datalist, own, ("image",)), progress=False
+        [{k: e[k] for k in keys} for e in items], domain_transform(datalist, own, keys), progress=False
     )
     references = CacheDataset(
         [{"image": e["reference"]} for e in items], domain_transform(datalist, other, ("image",)), progress=False
@@ -92,6 +99,9 @@ def evaluate_translation(
             pairs = list(zip(candidate, real, strict=True))  # per channel
             row[f"{prefix}ssim"] = float(np.mean([slice_ssim(c, r, body) for c, r in pairs]))
             row[f"{prefix}ssim_whole"] = float(np.mean([ssim(c, r) for c, r in pairs]))
+            for value, name in structures.items():
+                inside = (source["label"][0].round() == value).expand_as(candidate)
+                row[f"{prefix}nmae_{name}"] = nmae(candidate, real, inside) if inside.any() else math.nan
         rows.append(row)
         if len(shown) < examples:
             shown.append((volume, image, fake, real))
