@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -96,6 +97,24 @@ def ddp_run(root: Path, configs: list[str], *extra: str, port: int) -> str:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
     on_cpu = () if torch.cuda.device_count() >= 2 else (*ON_CPU, "--backend", "gloo")
     return bundle_run(root, "training", [*configs, "configs/multi_gpu_train.yaml"], *extra, *on_cpu, launcher=torchrun)
+
+
+def poison_target_labels(datalist_path: Path, corrupt_name: str) -> Path:
+    """A copy of a datalist (``poisoned.json`` beside it) whose every target label (training,
+    validation, test) is a corrupt file named ``corrupt_name``: reading any of them fails the run.
+
+    Returns:
+        The poisoned datalist's path.
+    """
+    datalist = json.loads(datalist_path.read_text())
+    corrupt = datalist_path.parent / corrupt_name
+    corrupt.write_text("not an image")
+    for split in ("training", "validation", "test"):
+        for entry in datalist["target"][split]:
+            entry["label"] = str(corrupt)
+    poisoned = datalist_path.parent / "poisoned.json"
+    poisoned.write_text(json.dumps(datalist))
+    return poisoned
 
 
 def assert_check_and_export(

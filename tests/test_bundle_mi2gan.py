@@ -17,7 +17,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from bundle_helpers import ENV, assert_check_and_export, bundle_command, bundle_infer, bundle_run, copy_bundle, ddp_run
+from bundle_helpers import (
+    ENV,
+    assert_check_and_export,
+    bundle_command,
+    bundle_infer,
+    bundle_run,
+    copy_bundle,
+    ddp_run,
+    poison_target_labels,
+)
 from monai.networks.nets import BasicUNet
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -197,14 +206,7 @@ def test_target_labels_are_never_read(tmp_path, synthetic):
     """Every target label (training, validation, test) points to a corrupt file: reading any of
     them would fail the run. Training labels are also dropped by the datalist loader, with a warning."""
     datalist_path = Path(synthetic("polyp", size=32, subjects=10))
-    datalist = json.loads(datalist_path.read_text())
-    corrupt = datalist_path.parent / "corrupt_label.png"
-    corrupt.write_text("not an image")
-    for split in ("training", "validation", "test"):
-        for entry in datalist["target"][split]:
-            entry["label"] = str(corrupt)
-    poisoned = datalist_path.parent / "poisoned.json"
-    poisoned.write_text(json.dumps(datalist))
+    poisoned = poison_target_labels(datalist_path, "corrupt_label.png")
     root = copy_bundle(tmp_path / "bundle", BUNDLE)
     log = bundle_run(root, "training", QUICK, "--datalist", str(poisoned))
     assert (root / "models" / "model.pt").is_file() and not (root / "data").exists()

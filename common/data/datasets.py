@@ -1,5 +1,6 @@
 """Datasets shared by the bundles: unpaired two-domain sampling, (mis)aligned pairs, 2D
-slices of 3D volumes and the reassembly of per-slice predictions into volumes.
+slices of 3D volumes, the reassembly of per-slice predictions into volumes, and images rendered
+once by a trained network (a segmenter trained on translations or content-only images).
 
 They wrap any sequence of dictionaries, typically a MONAI ``CacheDataset`` that has loaded
 and normalised the images once, and add only the sampling; random choices use MONAI's
@@ -19,7 +20,15 @@ from common.data.datalist import entries
 from common.data.io import domain_transform, paired_transform
 from common.data.phantoms import misalign
 
-__all__ = ["UnpairedDataset", "PairedDataset", "SliceDataset", "VolumeAssembler", "image_dataset", "paired_dataset"]
+__all__ = [
+    "UnpairedDataset",
+    "PairedDataset",
+    "SliceDataset",
+    "VolumeAssembler",
+    "RenderedDataset",
+    "image_dataset",
+    "paired_dataset",
+]
 
 
 class UnpairedDataset(Randomizable, torch.utils.data.Dataset):
@@ -206,6 +215,62 @@ class VolumeAssembler:
         if missing:
             raise ValueError(f"Volume {volume_id} is missing slices {missing[:10]}.")
         return torch.stack([slices[k] for k in range(len(slices))], dim=-1)
+
+
+class RenderedDataset(torch.utils.data.Dataset):
+    """A dataset whose images are replaced by a frozen network's outputs, computed once, in
+    batches and without gradients, at the first access (after an earlier training stage has
+    trained the network, although the dataset is built with the config before it ran).
+
+    Used for a segmenter trained on translated images (DACGAN: CycleGAN's synthetic MR) or on
+    DADR's content-only images; the other keys (labels) pass through.
+
+    Args:
+        dataset: samples with ``(C, H, W)`` images under ``key``.
+        network: the image-to-image network, run in ``eval()`` mode (its mode is restored).
+        key: the image key.
+        device: where to run the network.
+        batch_size: images per forward pass.
+    """
+
+    def __init__(
+        self,
+        dataset: Sequence[dict],
+        network: torch.nn.Module,
+        key: str = "image",
+        device: torch.device | str = "cpu",
+        batch_size: int = 32,
+    ) -> None:
+        self.dataset, self.network, self.key = dataset, network, key
+        self.device, self.batch_size = torch.device(device), batch_size
+        self._images: list[torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def render(self) -> list[torch.Tensor]:
+        """Runs the network over every image (the first access does it), on the CPU afterwards.
+
+        Returns:
+            The rendered images, in order.
+        """
+        if self._images is None:
+            training = self.network.training
+            self.network.eval()
+            images: list[torch.Tensor] = []
+            with torch.no_grad():
+                for start in range(0, len(self.dataset), self.batch_size):
+                    batch = [self.dataset[i][self.key] for i in range(start, min(start + self.batch_size, len(self)))]
+                    inputs = torch.stack([torch.as_tensor(b).as_subclass(torch.Tensor) for b in batch]).to(self.device)
+                    images += list(self.network(inputs).float().cpu())
+            self.network.train(training)
+            self._images = images
+        return self._images
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.dataset[index])
+        item[self.key] = self.render()[index]
+        return item
 
 
 def image_dataset(

@@ -2,9 +2,11 @@
 (:func:`evaluate_translation`), translate-then-segment content preservation
 (:func:`evaluate_adaptation`), label-map networks per 3D volume and per class
 (:func:`evaluate_segmenter`), the misalignment RegGAN's R leaves (:func:`evaluate_registration`)
-and what MI2GAN's critic separates (:func:`evaluate_mi_critic`)."""
+what MI2GAN's critic separates (:func:`evaluate_mi_critic`) and how domain-invariant DADR's
+content space is (:func:`evaluate_disentanglement`)."""
 
 from common.evaluation.critic import evaluate_mi_critic
+from common.evaluation.disentanglement import evaluate_disentanglement
 from common.evaluation.registration import evaluate_registration
 from common.evaluation.report import show_image, summarise, write_json, write_tables
 from common.evaluation.segmentation import SEGMENTATION_METRICS, evaluate_segmenter
@@ -13,6 +15,7 @@ from common.evaluation.translation import evaluate_adaptation, evaluate_translat
 __all__ = [
     "evaluate_registration",
     "evaluate_mi_critic",
+    "evaluate_disentanglement",
     "evaluate_translation",
     "evaluate_adaptation",
     "evaluate_segmenter",

@@ -1,9 +1,18 @@
 """Networks not in MONAI as such: the CycleGAN ResNet generator, a patch discriminator pooled to
 one score per image (RegGAN), RegGAN's registration networks (the public code's residual U-Net, MONAI's LocalNet), MI2GAN's content
-auto-encoders and a translate-then-segment pipeline."""
+auto-encoders, DADR's disentangled content/style networks (MUNIT) and a translate-then-segment
+pipeline."""
 
 from common.networks.autoencoders import ContentDecoder, ContentEncoder
 from common.networks.discriminators import PooledPatchDiscriminator, patch_layers, patch_receptive_field
+from common.networks.disentangled import (
+    AdaINDecoder,
+    ContentOnlyImage,
+    DisentangledContentEncoder,
+    MultiScaleDiscriminator,
+    NeutralStyle,
+    StyleEncoder,
+)
 from common.networks.generators import ResnetGenerator, init_normal
 from common.networks.pipeline import TranslateThenSegment, sub_state_dict
 from common.networks.registration import RegistrationNetwork, ResUNetRegistration, registration_network
@@ -22,5 +31,11 @@ __all__ = [
     "ContentEncoder",
     "ContentDecoder",
     "TranslateThenSegment",
+    "DisentangledContentEncoder",
+    "StyleEncoder",
+    "AdaINDecoder",
+    "MultiScaleDiscriminator",
+    "NeutralStyle",
+    "ContentOnlyImage",
     "sub_state_dict",
 ]

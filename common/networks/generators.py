@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ResidualBlock", "ResnetGenerator", "init_normal"]
+__all__ = ["ResidualBlock", "ResnetGenerator", "init_normal", "norm_layer"]
 
 
 def init_normal(module: nn.Module, std: float = 0.02) -> None:
@@ -27,18 +27,45 @@ def init_normal(module: nn.Module, std: float = 0.02) -> None:
             nn.init.zeros_(module.bias)
 
 
-class ResidualBlock(nn.Module):
-    """``x + IN(conv(ReLU(IN(conv(x)))))`` with 3x3 convolutions and reflection padding (CycleGAN's
-    residual block, also RegGAN's registration network's)."""
+NORMS = {"instance": nn.InstanceNorm2d, "batch": nn.BatchNorm2d, "none": lambda channels: nn.Identity()}
 
-    def __init__(self, channels: int) -> None:
+
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    """A 2D normalisation layer by name.
+
+    Args:
+        norm: ``instance`` (no affine parameters, as the CycleGAN code), ``batch`` or ``none``.
+        channels: the feature channels.
+
+    Returns:
+        The layer.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"Unknown norm {norm!r}; expected one of {', '.join(NORMS)}.")
+    return NORMS[norm](channels)
+
+
+class ResidualBlock(nn.Module):
+    """``x + N(conv(ReLU(N(conv(x)))))`` with 3x3 convolutions and reflection padding, ``N`` instance
+    norm by default (CycleGAN's residual block, also RegGAN's registration network's; MUNIT's
+    with the norm of its content encoder, batch norm in DADR).
+
+    Args:
+        channels: the feature channels.
+        norm: ``instance``, ``batch`` or ``none``.
+    """
+
+    def __init__(self, channels: int, norm: str = "instance") -> None:
         super().__init__()
         self.block = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1, padding_mode="reflect"),
-            nn.InstanceNorm2d(channels),
+            norm_layer(norm, channels),
             nn.ReLU(inplace=True),
             nn.Conv2d(channels, channels, 3, padding=1, padding_mode="reflect"),
-            nn.InstanceNorm2d(channels),
+            norm_layer(norm, channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
