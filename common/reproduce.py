@@ -7,7 +7,7 @@ The matrix is the bundle's ``configs/reproduce.yaml`` (or ``configs/NAME.yaml`` 
 (config overrides), ``settings`` crossed with them (config id: values), ``overrides`` common to
 every run (optional), ``presets`` (overlays on ``train.yaml``), the ``evaluate`` overlay, the
 ``metrics`` to report (keys of the evaluation's ``metrics.json`` ``mean``, or of a
-sub-evaluation's ``*/metrics.json``) and the ``baseline`` whose ``<baseline>_<metric>`` values
+sub-evaluation's ``*/metrics.json``, also as ``<sub-folder>/<key>``) and the ``baseline`` whose ``<baseline>_<metric>`` values
 are shown as a reference row (default ``identity``, the untranslated input; ``no_adaptation``
 for segmentation). Each run trains with
 ``train.yaml`` + the preset's overlays + its overrides (its own ``models`` and ``eval``
@@ -243,11 +243,15 @@ def run_matrix(
 
 def _means(folder: Path) -> dict:
     """The ``mean`` metrics of an evaluation folder's ``metrics.json`` and of its sub-evaluations
-    (``*/metrics.json``, e.g. MI2GAN's ``content/``); the top level wins on a shared key."""
+    (``*/metrics.json``, e.g. MI2GAN's ``content/``); the top level wins on a shared key, and a
+    sub-evaluation's metrics are also available as ``<folder>/<key>`` (e.g. DADR's ``source/dice``)."""
     means: dict = {}
     for path in [*sorted(folder.glob("*/metrics.json"), reverse=True), folder / "metrics.json"]:
         if path.is_file():
-            means.update(json.loads(path.read_text())["mean"])
+            values = json.loads(path.read_text())["mean"]
+            means.update(values)
+            if path.parent != folder:
+                means.update({f"{path.parent.name}/{k}": v for k, v in values.items()})
     return means
 
 
@@ -368,7 +372,8 @@ def _figure(rows: list[dict], matrix: dict, path: Path, info: dict) -> None:
         if setting is not None:
             ax.set_xlabel(setting)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    if axes[0].get_legend_handles_labels()[0]:  # bars without a baseline need no legend
+        axes[0].legend(fontsize=8)
     which = "" if info.get("matrix", "reproduce") == "reproduce" else f", matrix {info['matrix']}"
     fig.suptitle(f"{info['bundle']}{which}, preset {info['preset']}", fontsize=10)
     fig.tight_layout()
@@ -404,7 +409,10 @@ def _examples(rows: list[dict], matrix: dict, out: Path, path: Path) -> bool:
                 error = float(np.abs(data["translation_0"] - data["reference_0"]).mean() / 2)
                 where = f"{setting} {', '.join(map(str, column))}: " if column else ""
                 show_image(axes[r, c], data["translation_0"], f"{where}MAE {error:.3f}", fontsize=8)
-    fig.suptitle("The first test example translated by every run\n(MAE on [0, 1] over the whole image)", fontsize=10)
+    split = (matrix.get("overrides") or {}).get("evaluate_split", "test")
+    fig.suptitle(
+        f"The first {split} example translated by every run\n(MAE on [0, 1] over the whole image)", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path)
     return True

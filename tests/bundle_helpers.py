@@ -101,7 +101,8 @@ def ddp_run(root: Path, configs: list[str], *extra: str, port: int) -> str:
 
 def poison_target_labels(datalist_path: Path, corrupt_name: str) -> Path:
     """A copy of a datalist (``poisoned.json`` beside it) whose every target label (training,
-    validation, test) is a corrupt file named ``corrupt_name``: reading any of them fails the run.
+    validation, test, and the oracles' ``oracle_label``) is a corrupt file named ``corrupt_name``:
+    reading any of them fails the run.
 
     Returns:
         The poisoned datalist's path.
@@ -112,6 +113,8 @@ def poison_target_labels(datalist_path: Path, corrupt_name: str) -> Path:
     for split in ("training", "validation", "test"):
         for entry in datalist["target"][split]:
             entry["label"] = str(corrupt)
+    for entry in datalist["target"]["training"]:  # the oracles' key too
+        entry["oracle_label"] = str(corrupt)
     poisoned = datalist_path.parent / "poisoned.json"
     poisoned.write_text(json.dumps(datalist))
     return poisoned

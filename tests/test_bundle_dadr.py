@@ -13,17 +13,20 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import yaml
 from bundle_helpers import assert_check_and_export, bundle_infer, bundle_run, copy_bundle, ddp_run, poison_target_labels
 from monai.bundle import ConfigParser
 from monai.networks.nets import BasicUNet
 from PIL import Image
 
-from common.data.datalist import load_datalist
+from common.data.datalist import DatalistError, load_datalist
+from common.data.datasets import oracle_dataset
 from common.data.io import domain_transform
 from common.engines import load_stage_networks
 from common.inference import translate
 from common.metrics import evaluate_segmentation
 from common.networks import AdaINDecoder, ContentOnlyImage, DisentangledContentEncoder, TranslateThenSegment
+from common.reproduce import run_matrix
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dadr"
 QUICK = ["configs/train.yaml", "configs/quick.yaml"]
@@ -75,6 +78,8 @@ def test_the_unet_trains_on_content_only_source_images(trained):
     parser["bundle_root"] = str(root)
     parser["device"] = "$torch.device('cpu')"
     dataset = parser.get_parsed_content("segmentation#dataset")
+    assert len(dataset.datasets) == 1  # the source only: no target labels
+    dataset = dataset.datasets[0]
     networks = {
         "Ec_A": parser.get_parsed_content("content_encoder_a"),
         "G_A": parser.get_parsed_content("decoder_a"),
@@ -172,6 +177,66 @@ def test_two_process_ddp(trained, tmp_path):
     assert resume["trainer"]["iteration"] == 8
     assert not any(k.startswith("module.") for k in resume["Ec_A"])
     quick_pipeline().load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+
+
+@pytest.fixture(scope="module")
+def matrix(trained, tmp_path_factory):
+    """`common.reproduce dadr --preset quick` without the multi-phase DACGAN row: Table 1's four
+    methods, joint-domain learning and DADR on the multi-phase target, each trained once."""
+    root = copy_bundle(tmp_path_factory.mktemp("dadr_matrix"), trained[0], keep_data=True)
+    path = root / "configs" / "reproduce.yaml"
+    table = yaml.safe_load(path.read_text())
+    del table["variants"]["dacgan_phases"]
+    path.write_text(yaml.safe_dump(table, sort_keys=False))
+    out = tmp_path_factory.mktemp("dadr_reproduce")
+    return root, out, run_matrix(root, "quick", out)
+
+
+@pytest.mark.parametrize(
+    "variant, stage",
+    [
+        ("no_adaptation", None),
+        ("dacgan", "translation"),
+        ("dadr", "disentanglement"),
+        ("supervised", None),
+        ("joint", "disentanglement"),
+        ("dadr_phases", "disentanglement"),
+    ],
+)
+def test_every_method_trains_its_stages_from_the_method_id(matrix, variant, stage):
+    _, out, _ = matrix
+    models = out / "runs" / variant / "models"
+    assert (models / "segmenter" / "resume.pt").is_file()
+    assert {p.name for p in models.iterdir() if p.is_dir()} == {"segmenter"} | ({stage} if stage else set())
+    metrics = json.loads((out / "runs" / variant / "eval" / "metrics.json").read_text())
+    assert metrics["classes"] == ORGANS and (out / "runs" / variant / "eval" / "source" / "metrics.json").is_file()
+    assert (out / "runs" / variant / "eval" / "disentanglement").is_dir() == (stage == "disentanglement")
+    state = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    if variant.startswith("dadr") or variant == "joint":  # content-only target image, then the U-Net
+        quick_pipeline().load_state_dict(state)
+    else:  # the U-Net on the MR as it is
+        assert all(k.startswith("segmenter.") for k in state)
+
+
+def test_matrix_tables_and_oracle_data(matrix):
+    root, out, rows = matrix
+    assert [r["variant"] for r in rows] == ["no_adaptation", "dacgan", "dadr", "supervised", "joint", "dadr_phases"]
+    assert all({"dice", "dice_liver", "assd", "source/dice"} <= set(r) for r in rows)
+    assert len({r["dice"] for r in rows}) == len(rows)  # six different U-Nets
+    table = (out / "results.md").read_text()
+    assert "**SOURCE/DICE**" in table and "| joint |" in table
+    # The oracles read target training labels from a dataset generated with them (the same images).
+    oracle = load_datalist(root / "data" / f"{DATA}_oracle" / "datalist.json")
+    plain = load_datalist(root / "data" / DATA / "datalist.json")
+    assert all("oracle_label" in e for e in oracle["target"]["training"])
+    assert not any("oracle_label" in e for e in plain["target"]["training"])
+    assert (root / "data" / f"{DATA}_phases").is_dir()
+
+
+def test_the_oracle_dataset_needs_oracle_labels(trained):
+    datalist = load_datalist(trained[0] / "data" / DATA / "datalist.json")
+    with pytest.raises(DatalistError, match=r"target.training\[0\].*has no `oracle_label`"):
+        oracle_dataset(datalist)
 
 
 def test_bundle_check_and_torchscript_export(trained):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -95,6 +96,21 @@ def test_labelled_validation_labels_the_target_validation_split_only(tmp_path):
     # A labelled validation split is another dataset: ensure_dataset does not mix them up.
     with pytest.raises(ValueError, match=r"labelled_validation: False, asked True"):
         ensure_dataset(tmp_path / "plain", "polyp", size=24, subjects=10, labelled_validation=True)
+
+
+def test_oracle_labels_label_the_target_training_images_under_their_own_key(tmp_path):
+    plain = generate("abdomen", tmp_path / "plain", size=16, subjects=5)
+    oracle = generate("abdomen", tmp_path / "oracle", size=16, subjects=5, oracle_labels=True)
+    a, b = json.loads(plain.read_text()), json.loads(oracle.read_text())
+    assert all(set(e) == {"image", "oracle_label"} for e in b["target"]["training"])  # never under `label`
+    assert b["target"]["validation"] == a["target"]["validation"] and b["generator"]["oracle_labels"]
+    first, second = arrays(plain), arrays(oracle)
+    assert set(second) - set(first) == {k for k in second if k.startswith("target/labels/training")}
+    assert all(np.array_equal(first[k], second[k]) for k in first)  # the same images
+    loaded = load_datalist(oracle, verify_images=True)  # kept and checked like a label, path resolved
+    assert Path(loaded["target"]["training"][0]["oracle_label"]).is_file()
+    with pytest.raises(ValueError, match=r"oracle_labels: False, asked True"):
+        ensure_dataset(tmp_path / "plain", "abdomen", size=16, subjects=5, oracle_labels=True)
 
 
 def test_reference_is_the_same_subject_in_the_other_domain(synthetic):

@@ -29,7 +29,7 @@ __all__ = ["DatalistError", "load_datalist", "check_images", "entries"]
 
 SECTIONS = ("source", "target", "paired")
 SPLITS = ("training", "validation", "test")
-PATH_KEYS = ("image", "label", "reference", "target")
+PATH_KEYS = ("image", "label", "reference", "target", "oracle_label")
 
 
 class DatalistError(ValueError):
@@ -141,20 +141,22 @@ def check_images(datalist: dict, path: str | Path = "datalist") -> None:
                 )
             if not bool(np.isfinite(np.asarray(image)).all()):
                 raise DatalistError(f"{where}.{key}: {entry[key]} contains NaN or infinite values.")
-        if "label" in loaded:
-            label = np.asarray(loaded["label"])
+        for key in ("label", "oracle_label"):
+            if key not in loaded:
+                continue
+            label = np.asarray(loaded[key])
             if label.shape[1:] != tuple(loaded["image"].shape[1:]) or label.shape[0] != 1:
                 raise DatalistError(
-                    f"{where}.label: {entry['label']} has shape {label.shape[1:]} (channels {label.shape[0]}), "
+                    f"{where}.{key}: {entry[key]} has shape {label.shape[1:]} (channels {label.shape[0]}), "
                     f"but the image has spatial shape {tuple(loaded['image'].shape[1:])} and a label needs 1 channel."
                 )
             values = np.unique(label)
             if not np.array_equal(values, np.round(values)):
-                raise DatalistError(f"{where}.label: {entry['label']} has non-integer values; labels must be integers.")
+                raise DatalistError(f"{where}.{key}: {entry[key]} has non-integer values; labels must be integers.")
             unknown = sorted(set(values.astype(np.int64).tolist()) - classes)
             if unknown:
                 raise DatalistError(
-                    f"{where}.label: {entry['label']} has values {unknown[:5]} that are not declared in `labels` "
+                    f"{where}.{key}: {entry[key]} has values {unknown[:5]} that are not declared in `labels` "
                     f"({sorted(classes)})."
                 )
 

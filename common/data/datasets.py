@@ -16,7 +16,7 @@ import torch
 from monai.data import CacheDataset
 from monai.transforms import Randomizable
 
-from common.data.datalist import entries
+from common.data.datalist import DatalistError, entries
 from common.data.io import domain_transform, paired_transform
 from common.data.phantoms import misalign
 
@@ -27,6 +27,7 @@ __all__ = [
     "VolumeAssembler",
     "RenderedDataset",
     "image_dataset",
+    "oracle_dataset",
     "paired_dataset",
 ]
 
@@ -227,7 +228,8 @@ class RenderedDataset(torch.utils.data.Dataset):
 
     Args:
         dataset: samples with ``(C, H, W)`` images under ``key``.
-        network: the image-to-image network, run in ``eval()`` mode (its mode is restored).
+        network: the image-to-image network, run in ``eval()`` mode (its mode is restored);
+            ``None`` passes the images through (a method without rendering).
         key: the image key.
         device: where to run the network.
         batch_size: images per forward pass.
@@ -269,7 +271,8 @@ class RenderedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         item = dict(self.dataset[index])
-        item[self.key] = self.render()[index]
+        if self.network is not None:
+            item[self.key] = self.render()[index]
         return item
 
 
@@ -303,6 +306,38 @@ def image_dataset(
     transform = transform or domain_transform(datalist, domain, keys)
     volumes = CacheDataset(entries(datalist, domain, split), transform, progress=False)
     return SliceDataset(volumes, keys) if datalist["tensor_dim"] == 3 else volumes
+
+
+def oracle_dataset(datalist: dict, split: str = "training", transform: Callable | None = None) -> Sequence[dict]:
+    """The target domain's images of a split with their ``oracle_label`` as ``label``, for the
+    oracles of a paper's tables only (a segmenter trained on labelled target data, joint-domain
+    learning); unsupervised training never calls it.
+
+    Args:
+        datalist: a loaded datalist whose target entries of ``split`` have an ``oracle_label``
+            (``common.data.synthetic.generate(..., oracle_labels=True)``).
+        split: the split.
+        transform: the preprocessing of ``image`` and ``label``; default
+            :func:`~common.data.io.domain_transform` of the target.
+
+    Returns:
+        A dataset of dictionaries with ``(C, H, W)`` ``image`` and ``label`` tensors.
+
+    Raises:
+        DatalistError: the split does not exist, or an entry has no ``oracle_label``.
+    """
+    items = entries(datalist, "target", split)
+    missing = [i for i, e in enumerate(items) if "oracle_label" not in e]
+    if missing:
+        raise DatalistError(
+            f"`target.{split}[{missing[0]}]` has no `oracle_label`: the supervised and joint-domain oracles need "
+            "labelled target training images (synthetic data: `data_oracle_labels: true`)."
+        )
+    transform = transform or domain_transform(datalist, "target", ("image", "label"))
+    volumes = CacheDataset(
+        [{"image": e["image"], "label": e["oracle_label"]} for e in items], transform, progress=False
+    )
+    return SliceDataset(volumes, ("image", "label")) if datalist["tensor_dim"] == 3 else volumes
 
 
 def paired_dataset(

@@ -200,6 +200,7 @@ def generate(
     version: int = 2,
     phases: bool = False,
     labelled_validation: bool = False,
+    oracle_labels: bool = False,
 ) -> Path:
     """Writes one task's images, labels and ``datalist.json`` into ``out``.
 
@@ -220,6 +221,10 @@ def generate(
             references, for choosing among a method's options without touching the test split
             (the images are the same as without it; unsupervised training never reads target
             labels).
+        oracle_labels: also write the labels of the target domain's *training* images, under the
+            entries' ``oracle_label`` key, for the oracles of a paper's tables only (a
+            segmenter trained on labelled target data, joint-domain learning); the images are the
+            same as without it, and no unsupervised method reads that key.
 
     Returns:
         The path of the datalist.
@@ -257,6 +262,7 @@ def generate(
             "version": version,
             "phases": phases,
             "labelled_validation": labelled_validation,
+            "oracle_labels": oracle_labels,
         },
     }
     jobs = [(domain, split, i) for domain in (0, 1) for split in SPLITS for i in range(sizes[split])]
@@ -280,6 +286,8 @@ def generate(
         scored = split == "test" or (labelled_validation and split == "validation" and role == "target")
         if role == "source" or scored:  # target labels exist for testing (and choosing options) only
             entry["label"] = _write(out, f"{role}/labels/{name}", anatomy.label, anatomy, spec)
+        elif oracle_labels and split == "training":  # for oracles only, under a key UDA never reads
+            entry["oracle_label"] = _write(out, f"{role}/labels/{name}", anatomy.label, anatomy, spec)
         if task == "brain":
             paired[split].append(_brain_pair(out, name, anatomy, entry, noise_level, rng, spec))
             continue
@@ -328,7 +336,7 @@ def ensure_dataset(dataset_dir: str | Path, task: str, version: int = 2, **optio
         task: the task to generate when the folder is absent.
         version: the benchmark version (data written before versions existed is version 1).
         options: passed to :func:`generate` (``seed``, ``size``, ``subjects``, ``noise_level``, ``phases``,
-            ``labelled_validation``).
+            ``labelled_validation``, ``oracle_labels``).
 
     Returns:
         The path of ``datalist.json``.
@@ -355,7 +363,13 @@ def ensure_dataset(dataset_dir: str | Path, task: str, version: int = 2, **optio
         )
     recorded = json.loads(datalist.read_text()).get("generator")
     if recorded is not None:  # synthetic data: it must be what was asked for
-        recorded = {"version": 1, "phases": False, "labelled_validation": False, **recorded}  # older: v1
+        recorded = {
+            "version": 1,
+            "phases": False,
+            "labelled_validation": False,
+            "oracle_labels": False,
+            **recorded,
+        }  # older: v1
         asked = {"task": task, "version": version}
         asked.update({k: v for k, v in options.items() if v is not None and k in recorded})
         different = {k: (recorded.get(k), v) for k, v in asked.items() if recorded.get(k) != v}
@@ -387,6 +401,11 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="label the target validation split too (for choosing options; never the test split)",
     )
+    parser.add_argument(
+        "--oracle-labels",
+        action="store_true",
+        help="label the target training images under `oracle_label` (for supervised/joint oracles only)",
+    )
     parser.add_argument("--preview", action="store_true", help="draw the first test subjects into DIR/preview.png")
     parser.add_argument(
         "--measure-gap",
@@ -408,6 +427,7 @@ def main(argv: list[str] | None = None) -> None:
             version=args.version,
             phases=args.phases,
             labelled_validation=args.labelled_validation,
+            oracle_labels=args.oracle_labels,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -91,7 +91,14 @@ class DisentangledContentEncoder(nn.Module):
         self.apply(init_kaiming)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Encodes a batch into content codes."""
+        """Encodes a batch.
+
+        Args:
+            x: images ``(B, in_channels, H, W)``.
+
+        Returns:
+            The content codes.
+        """
         return self.model(x)
 
 
@@ -235,7 +242,11 @@ class AdaINDecoder(nn.Module):
         self.apply(init_kaiming)
 
     def forward(self, content: torch.Tensor, style: Optional[torch.Tensor]) -> torch.Tensor:
-        """Decodes content codes with style codes ``(B, style_dim)`` (``None``: no style affine).
+        """Decodes content codes with style codes (``None``: no style affine).
+
+        Args:
+            content: content codes ``(B, channels, h, w)``.
+            style: style codes ``(B, style_dim)`` or ``None``.
 
         Returns:
             Images in [-1, 1].
@@ -298,6 +309,12 @@ class MultiScaleDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Scores a batch at every scale.
+
+        Args:
+            x: images ``(B, in_channels, H, W)``.
+
+        Returns:
+            One logit map per scale, finest first.
 
         Raises:
             ValueError: an image too small for the deepest critic at the coarsest scale.
@@ -370,7 +387,14 @@ class ContentOnlyImage(nn.Module):
             self.mean_style.copy_(torch.stack([e.style_mean for e in self._style_encoders]).mean(0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Renders the content of a batch."""
+        """Renders the content of a batch.
+
+        Args:
+            x: images of the content encoder's domain.
+
+        Returns:
+            The content-only images, in [-1, 1].
+        """
         content = self.content_encoder(x)
         if self.neutral_style == "identity":
             return self.decoder(content, None)
