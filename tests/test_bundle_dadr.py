@@ -233,6 +233,25 @@ def test_matrix_tables_and_oracle_data(matrix):
     assert (root / "data" / f"{DATA}_phases").is_dir()
 
 
+def test_neutral_styles_are_compared_on_the_labelled_validation_split(trained, tmp_path):
+    """`common.reproduce dadr --matrix options` (two of its variants here): scored on the MR
+    validation volumes, labelled for this purpose; the test split is never scored."""
+    root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
+    path = root / "configs" / "options.yaml"
+    table = yaml.safe_load(path.read_text())
+    table["variants"] = {k: table["variants"][k] for k in ("identity_source", "mean_source")}
+    path.write_text(yaml.safe_dump(table, sort_keys=False))
+    rows = run_matrix(root, "quick", tmp_path / "out", matrix_name="options")
+    assert [r["variant"] for r in rows] == ["identity_source", "mean_source"]
+    assert all({"dice", "source/dice", "content_only_nmae"} <= set(r) for r in rows)
+    datalist = load_datalist(root / "data" / f"{DATA}_labelled_validation" / "datalist.json")
+    for variant in ("identity_source", "mean_source"):
+        scored = json.loads((tmp_path / "out" / "runs" / variant / "eval" / "metrics.json").read_text())
+        assert [r["volume"] for r in scored["per_volume"]] == [
+            Path(e["image"]).name for e in datalist["target"]["validation"]
+        ]
+
+
 def test_the_oracle_dataset_needs_oracle_labels(trained):
     datalist = load_datalist(trained[0] / "data" / DATA / "datalist.json")
     with pytest.raises(DatalistError, match=r"target.training\[0\].*has no `oracle_label`"):

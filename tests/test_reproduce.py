@@ -126,10 +126,16 @@ def test_every_matrix_overrides_existing_config_ids(bundle):
     assert {"quick", "cpu", "gpu"} <= set(matrix["presets"]) and matrix["variants"]
 
 
-def test_the_options_matrix_is_scored_on_the_labelled_validation_split():
-    matrix = load_matrix(BUNDLES / "mi2gan", "options")
+@pytest.mark.parametrize(
+    "bundle", sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "options.yaml").is_file())
+)
+def test_every_options_matrix_is_scored_on_the_labelled_validation_split(bundle):
+    matrix = load_matrix(BUNDLES / bundle, "options")
     assert matrix["overrides"] == {"data_labelled_validation": True, "evaluate_split": "validation"}
-    assert {"literal", "product_jsd"} <= set(matrix["variants"]) and {"quick", "cpu"} <= set(matrix["presets"])
+    assert len(matrix["variants"]) >= 2 and {"quick", "cpu"} <= set(matrix["presets"])
+    expected = {"mi2gan": {"literal", "product_jsd"}, "dadr": {"identity_source", "mean_source"}}[bundle]
+    assert expected <= set(matrix["variants"])  # the paper's literal choice and the default stay compared
+    assert {"mi2gan", "dadr"} <= {p.name for p in BUNDLES.iterdir() if (p / "configs" / "options.yaml").is_file()}
 
 
 def test_a_misspelt_override_is_named(tmp_path):
