@@ -102,18 +102,19 @@ def test_adain_sets_the_statistics_and_keeps_the_structure():
     torch.testing.assert_close(block.adain(features, None), normalised, atol=1e-3, rtol=1e-3)  # no style: plain IN
 
 
-def test_the_style_code_changes_the_output_statistics_not_the_content_code():
-    """Through the decoder: two style codes give different intensity statistics of one content;
-    the same code gives identical outputs for one content and different outputs for two."""
+def test_the_style_code_reaches_the_decoded_intensities():
+    """Through the whole decoder (MLP, AdaIN blocks, upsampling): sixteen style codes give one
+    content code sixteen different intensity levels; one code decodes two contents differently.
+    (That the style keeps the structure is AdaIN's property, tested exactly above; separating
+    what is style from what is content is what training does.)"""
     torch.manual_seed(0)
     decoder = AdaINDecoder(1, 16, n_upsampling=2, n_res=2, style_dim=8, mlp_dim=32)
-    content = torch.randn(2, 16, 4, 4)
+    content = torch.randn(1, 16, 4, 4)
     with torch.no_grad():
-        first, second = decoder(content, torch.randn(1, 8).expand(2, -1)), decoder(
-            content, torch.randn(1, 8).expand(2, -1)
-        )
-    assert (first.mean((1, 2, 3)) - second.mean((1, 2, 3))).abs().min() > 0.02
-    assert not torch.allclose(first[0], first[1])  # one style, two contents: two images
+        styled = decoder(content.expand(16, -1, -1, -1), torch.randn(16, 8))
+        two = decoder(torch.randn(2, 16, 4, 4), torch.randn(1, 8).expand(2, -1))
+    assert styled.mean(dim=(1, 2, 3)).std() > 0.03
+    assert (two[0] - two[1]).abs().mean() > 0.05
 
 
 def test_style_encoder_tracks_the_mean_code_of_real_images_only():

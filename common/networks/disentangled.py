@@ -240,6 +240,9 @@ class AdaINDecoder(nn.Module):
         self.up = nn.Sequential(*up)
         self.style_dim, self.channels = style_dim, channels
         self.apply(init_kaiming)
+        for module in self.up.modules():  # MUNIT's LayerNorm: scales from U(0, 1), biases 0
+            if isinstance(module, nn.GroupNorm):
+                nn.init.uniform_(module.weight)
 
     def forward(self, content: torch.Tensor, style: Optional[torch.Tensor]) -> torch.Tensor:
         """Decodes content codes with style codes (``None``: no style affine).
