@@ -252,6 +252,15 @@ def test_neutral_styles_are_compared_on_the_labelled_validation_split(trained, t
         ]
 
 
+def test_an_unknown_method_is_named():
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.yaml"))
+    parser["method"] = "dadrr"
+    with pytest.raises(RuntimeError) as raised:  # MONAI wraps the config's error, which it chains
+        parser.get_parsed_content("segmenter_domains")
+    assert "Unknown DADR bundle method 'dadrr'; expected one of dadr, dacgan" in str(raised.value.__cause__)
+
+
 def test_the_oracle_dataset_needs_oracle_labels(trained):
     datalist = load_datalist(trained[0] / "data" / DATA / "datalist.json")
     with pytest.raises(DatalistError, match=r"target.training\[0\].*has no `oracle_label`"):

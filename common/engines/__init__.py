@@ -3,7 +3,7 @@ validation during training."""
 
 from common.engines.base import MultiNetworkTrainer, distributed, is_main_process, loss_output, unwrap
 from common.engines.cyclegan import CycleGANTrainer, DiscriminatorReduction
-from common.engines.dadr import DADRTrainer, StyleSource
+from common.engines.dadr import DADR_METHODS, DADRTrainer, StyleSource, check_dadr_method
 from common.engines.mi2gan import MI2GANTrainer, MIMarginal
 from common.engines.reggan import RegGANMode, RegGANTrainer
 from common.engines.stages import Stage, atomic_save, load_stage_networks, run_stages
@@ -22,6 +22,8 @@ __all__ = [
     "MI2GANTrainer",
     "DADRTrainer",
     "StyleSource",
+    "DADR_METHODS",
+    "check_dadr_method",
     "MIMarginal",
     "Stage",
     "run_stages",

@@ -13,7 +13,27 @@ from monai.utils.enums import StrEnum
 from common.engines.base import MultiNetworkTrainer
 from common.losses import AdversarialLoss
 
-__all__ = ["DADRTrainer", "StyleSource"]
+__all__ = ["DADRTrainer", "StyleSource", "DADR_METHODS", "check_dadr_method"]
+
+#: The rows of the paper's Table 1 the DADR bundle trains (its `method` id).
+DADR_METHODS = ("dadr", "dacgan", "no_adaptation", "supervised")
+
+
+def check_dadr_method(method: str) -> str:
+    """The DADR bundle's ``method``, checked.
+
+    Args:
+        method: one of :data:`DADR_METHODS`.
+
+    Returns:
+        ``method``.
+
+    Raises:
+        ValueError: another value, naming the expected ones.
+    """
+    if method not in DADR_METHODS:
+        raise ValueError(f"Unknown DADR bundle method {method!r}; expected one of {', '.join(DADR_METHODS)}.")
+    return method
 
 
 class StyleSource(StrEnum):
