@@ -17,6 +17,14 @@ stopped (``--force`` reruns; ``--evaluate-only`` scores trained runs again). The
 ``results.json`` (a list of rows: ``variant``, the settings, every metric, the seconds taken),
 ``results.csv``, ``results.md`` (one table per metric, variants by setting, with the mean over
 seeds when the setting is ``seed``) and ``metrics.png`` (each metric against the first setting).
+
+A variant that trains a stage exactly as another variant does (same settings, same data images;
+e.g. DADR's joint-domain U-Net on the disentanglement of the DADR run) may declare it under
+``reuse`` (``VARIANT: {from: OTHER, stages: [STAGE, ...]}``): it starts when ``OTHER``'s run
+(with the same settings) has finished, with copies of that run's finished stage checkpoints
+(``models/STAGE/resume.pt``) and ``resume: true``, so those stages are loaded, not trained again.
+The matrix author vouches that the stage's settings are the same; the copied checkpoint must
+have reached the stage's iteration count, or the stage continues from it.
 """
 
 from __future__ import annotations
@@ -30,8 +38,9 @@ import math
 import multiprocessing
 import os
 import platform
+import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +84,21 @@ def load_matrix(bundle: Path, name: str = "reproduce") -> dict:
     matrix.setdefault("overrides", {})
     matrix.setdefault("lower_is_better", [])
     matrix.setdefault("baseline", "identity")
+    matrix.setdefault("reuse", {})
+    for name, spec in matrix["reuse"].items():
+        source = (spec or {}).get("from") if isinstance(spec, dict) else None
+        if (
+            name not in matrix["variants"]
+            or source not in matrix["variants"]
+            or source == name
+            or source in matrix["reuse"]
+            or not isinstance(spec.get("stages"), list)
+            or not spec["stages"]
+        ):
+            raise ValueError(
+                f"{path}: reuse {name!r}: {spec!r}; expected a variant mapped to {{from: <another variant that "
+                "reuses nothing>, stages: [<stage name>, ...]}."
+            )
     configs = ConfigParser()  # every id a run overrides must exist in train.yaml or an overlay
     presets = (o for p in matrix["presets"].values() for o in p)
     overlays = dict.fromkeys(["configs/train.yaml", *presets, matrix["evaluate"]])
@@ -157,7 +181,8 @@ def run_matrix(
         The result rows.
 
     Raises:
-        ValueError: an unknown bundle or preset, or (``evaluate_only``) a run without weights.
+        ValueError: an unknown bundle or preset, (``evaluate_only``) a run without weights, or a
+            reused stage without its checkpoint.
     """
     bundle = Path(bundle) if Path(bundle).is_dir() else BUNDLES / str(bundle)
     if not (bundle / "configs").is_dir():
@@ -191,26 +216,22 @@ def run_matrix(
                 raise ValueError(
                     f"{folder} has no models/model.pt to evaluate; run the matrix without --evaluate-only."
                 )
-            todo.append((str(bundle), overlays, matrix["evaluate"], overrides, str(folder), False))
+            todo.append(
+                {"folder": folder, "args": (str(bundle), overlays, matrix["evaluate"], overrides, str(folder), False)}
+            )
         elif force or not (folder / "eval" / "metrics.json").is_file():
-            todo.append((str(bundle), overlays, matrix["evaluate"], overrides, str(folder)))
+            job = {"folder": folder, "args": (str(bundle), overlays, matrix["evaluate"], overrides, str(folder))}
+            if variant in matrix["reuse"]:
+                spec = matrix["reuse"][variant]
+                job["reuse"] = (out / "runs" / _run_name(spec["from"], settings), spec["stages"])
+                overrides["resume"] = True
+            todo.append(job)
         else:
             logger.info("%s has results; skipped (--force reruns it)", folder.name)
     logger.info("%d of %d runs to do with %d job(s)", len(todo), len(runs), jobs)
-    if todo:  # generate the data once, before parallel runs could race to write it
-        _parse(bundle, overlays, todo[0][3]).get_parsed_content("datalist")
-    if jobs == 1:
-        for index, job in enumerate(todo, 1):
-            _train_and_evaluate(*job)
-            logger.info("Done %d/%d after %.0f s", index, len(todo), time.perf_counter() - started)
-    else:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker, initargs=(threads,)) as pool:
-            futures = [pool.submit(_train_and_evaluate, *job) for job in todo]
-            for index, future in enumerate(as_completed(futures), 1):
-                future.result()
-                logger.info("Done %d/%d after %.0f s", index, len(todo), time.perf_counter() - started)
+    for job in todo:  # generate every run's data (e.g. a multi-phase variant's) before parallel runs race to write it
+        _parse(bundle, overlays, job["args"][3]).get_parsed_content("datalist")
+    _execute(todo, jobs, started)
     rows, baseline = [], matrix["baseline"]
     for variant, settings in runs:
         folder = out / "runs" / _run_name(variant, settings)
@@ -239,6 +260,62 @@ def run_matrix(
         },
     )
     return rows
+
+
+def _copy_stages(job: dict) -> None:
+    """Before a reusing run starts: its ``models`` folder from scratch, with copies of the other
+    run's finished stage checkpoints."""
+    source, stages = job["reuse"]
+    models = job["folder"] / "models"
+    shutil.rmtree(models, ignore_errors=True)
+    for stage in stages:
+        checkpoint = source / "models" / stage / "resume.pt"
+        if not checkpoint.is_file():
+            raise ValueError(
+                f"{job['folder'].name} reuses stage {stage!r} of {source.name}, but {checkpoint} does not exist "
+                f"(rerun {source.name} with --force)."
+            )
+        (models / stage).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(checkpoint, models / stage / "resume.pt.tmp")
+        os.replace(models / stage / "resume.pt.tmp", models / stage / "resume.pt")
+    logger.info("Run %s reuses %s of %s", job["folder"].name, ", ".join(stages), source.name)
+
+
+def _execute(todo: list[dict], jobs: int, started: float) -> None:
+    """Runs the jobs, ``jobs`` at a time; a reusing run starts once the run it reuses has finished."""
+    waiting = {job["folder"] for job in todo}
+    pending, finished = list(todo), 0
+
+    def ready() -> list[dict]:
+        jobs_now = [j for j in pending if "reuse" not in j or j["reuse"][0] not in waiting]
+        for job in jobs_now:
+            pending.remove(job)
+            if "reuse" in job:
+                _copy_stages(job)
+        return jobs_now
+
+    def done(job: dict) -> None:
+        nonlocal finished
+        waiting.discard(job["folder"])
+        finished += 1
+        logger.info("Done %d/%d after %.0f s", finished, len(todo), time.perf_counter() - started)
+
+    if jobs == 1:
+        while pending:  # a reused run is never itself reusing: one always becomes ready
+            for job in ready():
+                _train_and_evaluate(*job["args"])
+                done(job)
+        return
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker, initargs=(threads,)) as pool:
+        futures = {pool.submit(_train_and_evaluate, *job["args"]): job for job in ready()}
+        while futures:
+            complete, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for future in complete:
+                future.result()
+                done(futures.pop(future))
+            futures.update({pool.submit(_train_and_evaluate, *job["args"]): job for job in ready()})
 
 
 def _means(folder: Path) -> dict:
@@ -303,6 +380,12 @@ def _markdown(rows: list[dict], matrix: dict, info: dict) -> str:
     if matrix.get("overrides"):
         common = ", ".join(f"`{k}: {v}`" for k, v in matrix["overrides"].items())
         lines += [f"Every run sets {common}.", ""]
+    for variant, spec in matrix.get("reuse", {}).items():
+        lines += [
+            f"`{variant}` reuses the finished {', '.join(spec['stages'])} stage(s) of `{spec['from']}` "
+            "(its training time leaves them out).",
+            "",
+        ]
     setting = next(iter(matrix["settings"]), None)
     for metric in matrix["metrics"]:
         better = "lower is better" if metric in matrix["lower_is_better"] else "higher is better"

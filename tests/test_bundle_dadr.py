@@ -6,6 +6,7 @@ paper's figures, inference as one label-map network, 2-process DDP and `common.b
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -225,6 +226,10 @@ def test_matrix_tables_and_oracle_data(matrix):
     assert len({r["dice"] for r in rows}) == len(rows)  # six different U-Nets
     table = (out / "results.md").read_text()
     assert "**SOURCE/DICE**" in table and "| joint |" in table
+    # joint trains its U-Net on the dadr run's disentanglement (a copy of its finished checkpoint).
+    assert "`joint` reuses the finished disentanglement stage(s) of `dadr`" in table
+    checkpoints = [out / "runs" / v / "models" / "disentanglement" / "resume.pt" for v in ("dadr", "joint")]
+    assert checkpoints[0].read_bytes() == checkpoints[1].read_bytes()
     # The oracles read target training labels from a dataset generated with them (the same images).
     oracle = load_datalist(root / "data" / f"{DATA}_oracle" / "datalist.json")
     plain = load_datalist(root / "data" / DATA / "datalist.json")
@@ -233,16 +238,26 @@ def test_matrix_tables_and_oracle_data(matrix):
     assert (root / "data" / f"{DATA}_phases").is_dir()
 
 
-def test_neutral_styles_are_compared_on_the_labelled_validation_split(trained, tmp_path):
+def test_neutral_styles_are_compared_on_the_labelled_validation_split(trained, tmp_path, caplog):
     """`common.reproduce dadr --matrix options` (two of its variants here): scored on the MR
     validation volumes, labelled for this purpose; the test split is never scored."""
     root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
     path = root / "configs" / "options.yaml"
     table = yaml.safe_load(path.read_text())
     table["variants"] = {k: table["variants"][k] for k in ("identity_source", "mean_source")}
+    table["reuse"] = {"mean_source": table["reuse"]["mean_source"]}
     path.write_text(yaml.safe_dump(table, sort_keys=False))
-    rows = run_matrix(root, "quick", tmp_path / "out", matrix_name="options")
+    with caplog.at_level(logging.INFO):
+        rows = run_matrix(root, "quick", tmp_path / "out", matrix_name="options")
     assert [r["variant"] for r in rows] == ["identity_source", "mean_source"]
+    # The options differ only in the rendering: one disentanglement, trained once, serves both.
+    runs = tmp_path / "out" / "runs"
+    first, reused = (runs / v / "models" / "disentanglement" / "resume.pt" for v in ("identity_source", "mean_source"))
+    assert first.read_bytes() == reused.read_bytes()
+    assert "Run mean_source reuses disentanglement of identity_source" in caplog.text
+    assert (
+        f"Stage 'disentanglement': finished earlier (iteration 8), reused from {reused}" in caplog.text
+    )  # quick: 2 x 4
     assert all({"dice", "source/dice", "content_only_nmae"} <= set(r) for r in rows)
     datalist = load_datalist(root / "data" / f"{DATA}_labelled_validation" / "datalist.json")
     for variant in ("identity_source", "mean_source"):

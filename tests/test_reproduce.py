@@ -154,6 +154,41 @@ def test_a_misspelt_override_is_named(tmp_path):
         load_matrix(tmp_path)
 
 
+def test_a_bad_reuse_is_named(tmp_path):
+    shutil.copytree(BUNDLES / "dadr" / "configs", tmp_path / "configs")
+    path = tmp_path / "configs" / "reproduce.yaml"
+    matrix = yaml.safe_load(path.read_text())
+    assert load_matrix(tmp_path)["reuse"] == {"joint": {"from": "dadr", "stages": ["disentanglement"]}}
+    for bad in ({"from": "dadrr", "stages": ["disentanglement"]}, {"from": "joint", "stages": ["x"]}, {"from": "dadr"}):
+        matrix["reuse"] = {"joint": bad}
+        path.write_text(yaml.safe_dump(matrix))
+        with pytest.raises(ValueError, match=r"reproduce.yaml: reuse 'joint': .*expected a variant mapped to"):
+            load_matrix(tmp_path)
+    matrix["reuse"] = {
+        "joint": {"from": "dadr", "stages": ["disentanglement"]},
+        "dadr": {"from": "no_adaptation", "stages": ["x"]},
+    }
+    path.write_text(yaml.safe_dump(matrix))
+    with pytest.raises(ValueError, match="another variant that reuses nothing"):  # no chains
+        load_matrix(tmp_path)
+
+
+def test_a_reused_stage_must_exist(tmp_path):
+    """A reusing run whose source run has results but no checkpoint of the stage is named."""
+    shutil.copytree(BUNDLES / "dadr" / "configs", tmp_path / "configs")
+    path = tmp_path / "configs" / "reproduce.yaml"
+    matrix = yaml.safe_load(path.read_text())
+    matrix["variants"] = {k: matrix["variants"][k] for k in ("dadr", "joint")}
+    path.write_text(yaml.safe_dump(matrix))
+    done = tmp_path / "out" / "runs" / "dadr" / "eval"
+    done.mkdir(parents=True)
+    (done / "metrics.json").write_text(json.dumps({"mean": {}}))
+    with pytest.raises(
+        ValueError, match=r"joint reuses stage 'disentanglement' of dadr, but .*resume.pt does not exist"
+    ):
+        run_matrix(tmp_path, "quick", tmp_path / "out")
+
+
 def test_bad_requests_are_named(tmp_path):
     (tmp_path / "configs").mkdir()
     with pytest.raises(ValueError, match="defines no experiment matrix"):
