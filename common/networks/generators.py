@@ -81,9 +81,11 @@ class ResnetGenerator(nn.Module):
         ngf: filters of the first layer (64 in the paper).
         n_blocks: residual blocks (9 for 256x256 images, 6 for 128x128).
         n_downsampling: stride-2 convolutions (and as many transposed convolutions back).
+        residual: the output is ``tanh(x + f(x))`` instead of ``tanh(f(x))`` (SIFA's generator,
+            its code's ``skip``; needs ``in_channels == out_channels``).
 
     Raises:
-        ValueError: non-positive sizes.
+        ValueError: non-positive sizes, or ``residual`` with different channel counts.
 
     Shapes:
         ``(B, in_channels, H, W) -> (B, out_channels, H, W)`` for ``H`` and ``W`` divisible by
@@ -91,13 +93,24 @@ class ResnetGenerator(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, ngf: int = 64, n_blocks: int = 9, n_downsampling: int = 2
+        self,
+        in_channels: int,
+        out_channels: int,
+        ngf: int = 64,
+        n_blocks: int = 9,
+        n_downsampling: int = 2,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         if min(in_channels, out_channels, ngf) < 1 or n_blocks < 0 or n_downsampling < 0:
             raise ValueError(
                 f"ResnetGenerator needs positive channel counts and non-negative block counts, got in_channels="
                 f"{in_channels}, out_channels={out_channels}, ngf={ngf}, n_blocks={n_blocks}, n_downsampling={n_downsampling}."
+            )
+        if residual and in_channels != out_channels:
+            raise ValueError(
+                f"ResnetGenerator(residual=True) adds its input to its output: in_channels ({in_channels}) must "
+                f"equal out_channels ({out_channels})."
             )
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, ngf, 7, padding=3, padding_mode="reflect"),
@@ -120,10 +133,10 @@ class ResnetGenerator(nn.Module):
                 nn.ReLU(inplace=True),
             ]
             channels //= 2
-        layers += [nn.Conv2d(channels, out_channels, 7, padding=3, padding_mode="reflect"), nn.Tanh()]
-        self.model = nn.Sequential(*layers)
+        layers += [nn.Conv2d(channels, out_channels, 7, padding=3, padding_mode="reflect")]
+        self.model = nn.Sequential(*layers)  # the tanh in forward (no parameters: the keys stay)
         self.apply(init_normal)
-        self.multiple = 2**n_downsampling
+        self.multiple, self.residual = 2**n_downsampling, residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Translates a batch.
@@ -141,4 +154,5 @@ class ResnetGenerator(nn.Module):
             raise ValueError(
                 f"ResnetGenerator expects (B, C, H, W) with H and W divisible by {self.multiple}, got {list(x.shape)}."
             )
-        return self.model(x)
+        out = self.model(x)
+        return torch.tanh(x + out if self.residual else out)
