@@ -56,6 +56,8 @@ def test_identity_encoders_score_the_images_themselves(tmp_path, synthetic):
         whole = torch.ones_like(ct[index], dtype=torch.bool)
         assert row["identity_nmae"] == pytest.approx(nmae(mr[index], ct[index], whole), rel=1e-6)
         assert row["content_only_nmae"] == pytest.approx(row["identity_nmae"], rel=1e-6)
+        # The decoder draws a blank image for the zero style: nothing of the content survives.
+        assert row["translation_content_gap"] == pytest.approx(1.0)
     assert json.loads((tmp_path / "metrics.json").read_text())["mean"]["content_gap"] == pytest.approx(
         np.mean([r["content_gap"] for r in result["per_volume"]])
     )
@@ -72,3 +74,22 @@ def test_a_split_without_references_is_refused(tmp_path, synthetic):
         evaluate_disentanglement(
             (identity,) * 2, (ZeroStyle(),) * 2, (decoder,) * 2, (identity,) * 2, datalist, tmp_path
         )
+
+
+class PassThroughDecoder(nn.Module):
+    """Decodes a content code into itself, whatever the style."""
+
+    style_dim = 2
+
+    def forward(self, content: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
+        return content
+
+
+def test_a_translation_that_keeps_the_content_has_no_translation_gap(tmp_path, synthetic):
+    datalist = load_datalist(synthetic("abdomen", size=16, subjects=8))
+    identity, decoder = nn.Identity(), PassThroughDecoder()
+    result = evaluate_disentanglement(
+        (identity, identity), (ZeroStyle(), ZeroStyle()), (decoder, decoder), (identity, identity), datalist, tmp_path
+    )
+    assert [r["translation_content_gap"] for r in result["per_volume"]] == [0.0, 0.0]
+    assert result["per_volume"][0]["content_gap"] > 0.1  # the images themselves still differ

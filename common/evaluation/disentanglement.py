@@ -59,6 +59,10 @@ def evaluate_disentanglement(
     - ``content_gap``: ``|Ec_B(x_B) - Ec_A(x_A)|_1 / |Ec_A(x_A)|_1``, 0 for a shared content space;
       ``content_gap_other``: the same against *another* subject's reference (the scale: a gap
       near it means the codes do not share content);
+    - ``translation_content_gap``: ``|Ec_B(G_B(c_A, Es_B(x_B))) - c_A|_1 / |c_A|_1`` with
+      ``c_A = Ec_A(x_A)``: how much of the source content the translation into the target
+      (with the target image's style, swapped as in training) keeps, the latent content
+      reconstruction of eq. 4 on held-out images (0: all of it; 1: none, as from a blank image);
     - ``content_only_nmae``: NMAE (whole image) between the content-only images of ``x_B`` and
       ``x_A``; ``identity_nmae``: between ``x_B`` and ``x_A`` themselves (the gap to remove).
 
@@ -107,6 +111,7 @@ def evaluate_disentanglement(
         x_b = _slices(targets[index]["image"]).to(device)
         x_a = _slices(references[index]["image"]).to(device)
         c_b, c_a = ec_b(x_b).float(), ec_a(x_a).float()
+        translated = g_b(c_a.to(x_a.dtype), es_b(x_b))  # the source anatomy in the target, target style
         codes.append(c_a.cpu())
         only_b, only_a = render_b(x_b).float(), render_a(x_a).float()
         whole = torch.ones_like(x_a, dtype=torch.bool)
@@ -114,6 +119,7 @@ def evaluate_disentanglement(
             {
                 "volume": Path(entry["image"]).name,
                 "content_gap": _relative_l1(c_b, c_a),
+                "translation_content_gap": _relative_l1(ec_b(translated).float(), c_a),
                 "content_only_nmae": nmae(only_b, only_a, whole),
                 "identity_nmae": nmae(x_b, x_a, whole),
             }
