@@ -1,4 +1,4 @@
-"""Data: datalists, readers, datasets, the synthetic benchmark, previews and the domain gap."""
+"""Data: datalists, readers, datasets, the synthetic benchmark, previews, the domain gap and mixing masks."""
 
 from common.data import datalist, datasets, gap, io, mixing, phantoms, preview, synthetic
 

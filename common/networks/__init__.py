@@ -1,7 +1,7 @@
 """Networks not in MONAI as such: the CycleGAN ResNet generator, a patch discriminator pooled to
 one score per image (RegGAN), RegGAN's registration networks (the public code's residual U-Net, MONAI's LocalNet), MI2GAN's content
 auto-encoders, DADR's disentangled content/style networks (MUNIT), SIFA's encoder, segmenters and
-decoder, and a translate-then-segment pipeline."""
+decoder, SynthMix's Mixup Inspector, and a translate-then-segment pipeline."""
 
 from common.networks.autoencoders import ContentDecoder, ContentEncoder
 from common.networks.discriminators import PooledPatchDiscriminator, patch_layers, patch_receptive_field
@@ -17,6 +17,7 @@ from common.networks.generators import ResnetGenerator, init_normal
 from common.networks.pipeline import TranslateThenSegment, sub_state_dict
 from common.networks.registration import RegistrationNetwork, ResUNetRegistration, registration_network
 from common.networks.sifa import SIFADecoder, SIFAEncoder, SIFAResidualBlock, SIFASegmenter
+from common.networks.synthmix import MixupInspector
 from common.networks.utils import parameters
 
 __all__ = [
@@ -43,4 +44,5 @@ __all__ = [
     "SIFASegmenter",
     "SIFADecoder",
     "SIFAResidualBlock",
+    "MixupInspector",
 ]
