@@ -6,6 +6,7 @@ from common.engines.cyclegan import CycleGANTrainer, DiscriminatorReduction
 from common.engines.dadr import DADR_METHODS, DADRTrainer, StyleSource, check_dadr_method
 from common.engines.mi2gan import MI2GANTrainer, MIMarginal
 from common.engines.reggan import RegGANMode, RegGANTrainer
+from common.engines.sifa import SIFATrainer
 from common.engines.stages import Stage, atomic_save, load_stage_networks, run_stages
 from common.engines.validation import segmentation_validation, translation_validation
 
@@ -25,6 +26,7 @@ __all__ = [
     "DADR_METHODS",
     "check_dadr_method",
     "MIMarginal",
+    "SIFATrainer",
     "Stage",
     "run_stages",
     "load_stage_networks",

@@ -1,5 +1,6 @@
 """Losses: adversarial (LSGAN, vanilla, hinge), cycle/identity L1, mutual-information bounds,
-MI2GAN's content distillation and RegGAN's registration losses (correction, smoothness)."""
+MI2GAN's content distillation, RegGAN's registration losses (correction, smoothness) and SIFA's
+segmentation task loss."""
 
 from common.losses.adversarial import AdversarialCriterion, AdversarialLoss, discriminator_logits
 from common.losses.content import distillation_loss
@@ -13,6 +14,7 @@ from common.losses.mutual_information import (
     jsd_estimate,
 )
 from common.losses.registration import correction_loss, smoothness_loss
+from common.losses.segmentation import SIFATaskLoss, batch_weighted_cross_entropy
 
 __all__ = [
     "AdversarialCriterion",
@@ -28,5 +30,7 @@ __all__ = [
     "infonce_lower_bound",
     "distillation_loss",
     "correction_loss",
+    "SIFATaskLoss",
+    "batch_weighted_cross_entropy",
     "smoothness_loss",
 ]

@@ -5,8 +5,9 @@ Deeply Synergistic Image and Feature Alignment", IEEE TMI 2020), as its public c
 - :class:`SIFAEncoder`: the shared encoder ``E`` of target images and of source images
   translated to the target: a 7x7 convolution, residual blocks with batch norm whose
   channel-growing blocks pad their shortcut with zero channels, three 2x2 max poolings (1/8 of
-  the image), two dilated residual blocks (dilation 2) and two 3x3 convolutions; dropout after
-  every convolution (keep rate 0.75 in training). It returns the features the main segmenter
+  the image), two dilated residual blocks (dilation 2) and two 3x3 convolutions; optional
+  dropout after every convolution (the code's ``keep_rate``: 1.0, no dropout, in its released
+  ``config_param.json``; 0.75 in earlier versions). It returns the features the main segmenter
   reads and the low-level features of the last plain residual block (the second segmenter's
   input, "deep supervision").
 - :class:`SIFASegmenter`: a 1x1 convolution to class logits, upsampled (bilinear) to the image.
@@ -49,7 +50,7 @@ class SIFAResidualBlock(nn.Module):
         out_channels: output channels (``>= in_channels``, an even difference).
         dilation: of both convolutions (2 in the dilated blocks).
         norm: ``batch`` (the encoder) or ``instance`` (the decoder).
-        dropout: drop probability after each convolution (0.25 in SIFA's encoder).
+        dropout: drop probability after each convolution (the encoder's).
 
     Raises:
         ValueError: fewer output than input channels, or an odd difference.
@@ -89,7 +90,8 @@ class SIFAEncoder(nn.Module):
     Args:
         in_channels: image channels.
         channels: first-layer filters (``fb``).
-        dropout: drop probability after each convolution (SIFA's keep rate 0.75: 0.25).
+        dropout: drop probability after each convolution (1 - the code's keep rate; 0 as its
+            released config, 0.25 as earlier versions).
 
     Raises:
         ValueError: non-positive sizes or a dropout outside [0, 1).
@@ -99,11 +101,12 @@ class SIFAEncoder(nn.Module):
         ``W`` divisible by 8: the features and the low-level features.
     """
 
-    def __init__(self, in_channels: int, channels: int = 16, dropout: float = 0.25) -> None:
+    def __init__(self, in_channels: int, channels: int = 16, dropout: float = 0.0) -> None:
         super().__init__()
-        if min(in_channels, channels) < 1 or not 0 <= dropout < 1:
+        if min(in_channels, channels) < 1 or channels % 2 or not 0 <= dropout < 1:
             raise ValueError(
-                f"SIFAEncoder needs positive channel counts and a dropout in [0, 1); got in_channels={in_channels}, "
+                f"SIFAEncoder needs positive channel counts, an even `channels` (its first block doubles them "
+                f"with zero channels on both sides) and a dropout in [0, 1); got in_channels={in_channels}, "
                 f"channels={channels}, dropout={dropout}."
             )
         c = channels
@@ -172,10 +175,10 @@ class SIFASegmenter(nn.Module):
     Args:
         in_channels: feature channels.
         num_classes: classes, background included.
-        dropout: drop probability after the convolution (0.25 in SIFA).
+        dropout: drop probability after the convolution (as the encoder's).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.25) -> None:
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.head = nn.Sequential(*_conv(in_channels, num_classes, 1, dropout=dropout))
         nn.init.trunc_normal_(self.head[0].weight, std=0.01, a=-0.02, b=0.02)
