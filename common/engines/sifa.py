@@ -155,8 +155,99 @@ class SIFATrainer(MultiNetworkTrainer):
         d = self.networks[name]
         return 0.5 * (self.adv(d(real), True, 0, True) + self.adv(d(fake), False, 0, True))
 
+    def extra_losses(
+        self, step: str, images: dict[str, torch.Tensor], real_a: torch.Tensor, real_b: torch.Tensor
+    ) -> dict:
+        """Further terms of the ``generator`` or ``decoder`` step (none in SIFA; SynthMix adds its
+        Inspector's), computed inside the step's autocast on its forward pass ``images``."""
+        return {}
+
+    # --- the seven steps ------------------------------------------------------------------------
+    def generator_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> tuple[dict, dict]:
+        """1. ``G_AB``: cycle consistency and ``D_B``'s verdict on its translations."""
+        self.train_only(["G_AB"])
+        with self.autocast():
+            images = self.cycles(real_a, real_b)
+            losses = {"G_AB_cycle": images["cycle"], "G_AB_adv": self.adv(self.networks["D_B"](images["fake_B"]), True)}
+            losses |= self.extra_losses("generator", images, real_a, real_b)
+        return images, self.step("generator", sum(losses.values()), losses)
+
+    def target_discriminator_step(self, real_b: torch.Tensor, fake_b: torch.Tensor) -> dict:
+        """2. ``D_B``: target images against pooled translations."""
+        self.train_only(["D_B"])
+        with self.autocast():
+            losses = {"D_B": self.discriminator_step("D_B", real_b, self.pool_b.query(fake_b.detach()))}
+        return self.step("discriminators", losses["D_B"], losses)
+
+    def segmenter_step(self, real_a: torch.Tensor, label_a: torch.Tensor, real_b: torch.Tensor) -> dict:
+        """3. ``E_B, S, S_ll``: task losses on translated sources, the decoder's loss, output-space
+        and auxiliary adversarial terms on targets, weight decay."""
+        net = self.networks
+        self.train_only(["E_B", "S", "S_ll"])
+        with self.autocast():
+            images = self.cycles(real_a, real_b)
+            pred_fake_b, pred_fake_b_ll = self.segment(images["fake_B"])
+            pred_b, pred_b_ll = self.segment(real_b)
+            ce, dice = self.task(pred_fake_b, label_a)
+            ce_ll, dice_ll = self.task(pred_fake_b_ll, label_a)
+            decoder_adv = self.adv(net["D_A"](images["fake_A"]), True, channel=0)
+            weights = [p for n in ("E_B", "S", "S_ll") for p in net[n].parameters()]
+            losses = {
+                "seg_ce": ce,
+                "seg_dice": dice,
+                "seg_ll": self.lambda_ll * (ce_ll + dice_ll),
+                "seg_l2": self.l2 * sum((w.float() ** 2).sum() for w in weights) / 2,
+                "seg_decoder": self.lambda_seg_gan * (images["cycle"] + decoder_adv),
+                "seg_adv_P": self.lambda_p * self.adv(net["D_P"](pred_b), True),
+                "seg_adv_P_ll": self.lambda_p_ll * self.adv(net["D_P_ll"](pred_b_ll), True),
+                "seg_adv_aux": self.lambda_aux * self.adv(net["D_A"](images["fake_A"]), True, channel=1),
+            }
+        return self.step("segmenter", sum(losses.values()), losses)
+
+    def decoder_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> tuple[dict, dict]:
+        """4. ``U_BA``: cycle consistency and ``D_A``'s verdict on its translations."""
+        self.train_only(["U_BA"])
+        with self.autocast():
+            images = self.cycles(real_a, real_b)
+            losses = {
+                "U_BA_cycle": images["cycle"],
+                "U_BA_adv": self.adv(self.networks["D_A"](images["fake_A"]), True, 0),
+            }
+            losses |= self.extra_losses("decoder", images, real_a, real_b)
+        return images, self.step("decoder", sum(losses.values()), losses)
+
+    def source_discriminator_step(self, real_a: torch.Tensor, images: dict) -> dict:
+        """5. ``D_A``: source images against pooled translations; its auxiliary head,
+        cycle-reconstructed sources (with the updated decoder) against the same translations."""
+        net = self.networks
+        self.train_only(["D_A"])
+        with self.autocast():
+            with torch.no_grad():
+                fake_b = images["fake_B"].detach()
+                cyc_a = net["U_BA"](net["E_B"](fake_b)[0], fake_b)
+            pooled = self.pool_a.query(images["fake_A"].detach())
+            d_a = net["D_A"]
+            losses = {
+                "D_A": self.discriminator_step("D_A", real_a, pooled),
+                "D_A_aux": 0.5 * (self.adv(d_a(cyc_a), True, 1, True) + self.adv(d_a(pooled), False, 1, True)),
+            }
+        return self.step("discriminators", losses["D_A"] + losses["D_A_aux"], losses)
+
+    def output_discriminator_steps(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict:
+        """6-7. ``D_P``, then ``D_P_ll``: predictions on translated sources are "real", on targets "fake"."""
+        values = {}
+        with torch.no_grad(), self.autocast():
+            pred_fake_b, pred_fake_b_ll = self.segment(self.networks["G_AB"](real_a))
+            pred_b, pred_b_ll = self.segment(real_b)
+        for name, real, fake in (("D_P", pred_fake_b, pred_b), ("D_P_ll", pred_fake_b_ll, pred_b_ll)):
+            self.train_only([name])
+            with self.autocast():
+                losses = {name: self.discriminator_step(name, real, fake)}
+            values |= self.step("discriminators", losses[name], losses)
+        return values
+
     def _iteration(self, engine: MultiNetworkTrainer, batchdata: dict) -> dict:
-        """SIFA's seven steps, in the code's order (see the class docstring).
+        """SIFA's seven steps, in the code's order, each on a forward pass with the current weights.
 
         Args:
             engine: this trainer.
@@ -165,78 +256,14 @@ class SIFATrainer(MultiNetworkTrainer):
         Returns:
             ``{"loss": {name: float}, "images": {name: tensor}}``.
         """
-        net = self.networks
         real_a, real_b = self.prepare(batchdata[self.key_image]), self.prepare(batchdata[self.key_target])
         label_a = self.prepare(batchdata[self.key_label])
-        values: dict[str, float] = {}
-
-        # 1. The generator G_AB: cycle consistency and D_B's verdict on its translations.
-        self.train_only(["G_AB"])
-        with self.autocast():
-            images = self.cycles(real_a, real_b)
-            losses = {"G_AB_cycle": images["cycle"], "G_AB_adv": self.adv(net["D_B"](images["fake_B"]), True)}
-        values |= self.step("generator", sum(losses.values()), losses)
-
-        # 2. D_B: target images against pooled translations.
-        self.train_only(["D_B"])
-        with self.autocast():
-            losses = {"D_B": self.discriminator_step("D_B", real_b, self.pool_b.query(images["fake_B"].detach()))}
-        values |= self.step("discriminators", losses["D_B"], losses)
-
-        # 3. The segmenter (E_B, S, S_ll): task losses on translated sources, the decoder's loss,
-        #    output-space and auxiliary adversarial terms on targets, weight decay.
-        self.train_only(["E_B", "S", "S_ll"])
-        with self.autocast():
-            seg = self.cycles(real_a, real_b)
-            pred_fake_b, pred_fake_b_ll = self.segment(seg["fake_B"])
-            pred_b, pred_b_ll = self.segment(real_b)
-            ce, dice = self.task(pred_fake_b, label_a)
-            ce_ll, dice_ll = self.task(pred_fake_b_ll, label_a)
-            decoder_adv = self.adv(net["D_A"](seg["fake_A"]), True, channel=0)
-            weights = [p for n in ("E_B", "S", "S_ll") for p in net[n].parameters()]
-            losses = {
-                "seg_ce": ce,
-                "seg_dice": dice,
-                "seg_ll": self.lambda_ll * (ce_ll + dice_ll),
-                "seg_l2": self.l2 * sum((w.float() ** 2).sum() for w in weights) / 2,
-                "seg_decoder": self.lambda_seg_gan * (seg["cycle"] + decoder_adv),
-                "seg_adv_P": self.lambda_p * self.adv(net["D_P"](pred_b), True),
-                "seg_adv_P_ll": self.lambda_p_ll * self.adv(net["D_P_ll"](pred_b_ll), True),
-                "seg_adv_aux": self.lambda_aux * self.adv(net["D_A"](seg["fake_A"]), True, channel=1),
-            }
-        values |= self.step("segmenter", sum(losses.values()), losses)
-
-        # 4. The decoder U_BA: cycle consistency and D_A's verdict on its translations.
-        self.train_only(["U_BA"])
-        with self.autocast():
-            images = self.cycles(real_a, real_b)
-            losses = {"U_BA_cycle": images["cycle"], "U_BA_adv": self.adv(net["D_A"](images["fake_A"]), True, 0)}
-        values |= self.step("decoder", sum(losses.values()), losses)
-
-        # 5. D_A: source images against pooled translations; its auxiliary head, cycle-reconstructed
-        #    sources (with the updated decoder) against the same translations.
-        self.train_only(["D_A"])
-        with self.autocast():
-            with torch.no_grad():
-                cyc_a = net["U_BA"](net["E_B"](images["fake_B"].detach())[0], images["fake_B"].detach())
-            pooled = self.pool_a.query(images["fake_A"].detach())
-            d_a = net["D_A"]
-            losses = {
-                "D_A": self.discriminator_step("D_A", real_a, pooled),
-                "D_A_aux": 0.5 * (self.adv(d_a(cyc_a), True, 1, True) + self.adv(d_a(pooled), False, 1, True)),
-            }
-        values |= self.step("discriminators", losses["D_A"] + losses["D_A_aux"], losses)
-
-        # 6-7. The output-space discriminators: predictions on translated sources are "real".
-        with torch.no_grad(), self.autocast():
-            pred_fake_b, pred_fake_b_ll = self.segment(net["G_AB"](real_a))
-            pred_b, pred_b_ll = self.segment(real_b)
-        for name, real, fake in (("D_P", pred_fake_b, pred_b), ("D_P_ll", pred_fake_b_ll, pred_b_ll)):
-            self.train_only([name])
-            with self.autocast():
-                losses = {name: self.discriminator_step(name, real, fake)}
-            values |= self.step("discriminators", losses[name], losses)
-
+        images, values = self.generator_step(real_a, real_b)
+        values |= self.target_discriminator_step(real_b, images["fake_B"])
+        values |= self.segmenter_step(real_a, label_a, real_b)
+        images, decoder = self.decoder_step(real_a, real_b)
+        values |= decoder | self.source_discriminator_step(real_a, images)
+        values |= self.output_discriminator_steps(real_a, real_b)
         self.train_only(self.networks)
         shown = {"real_A": real_a, "real_B": real_b, **{k: images[k] for k in ("fake_B", "fake_A", "cyc_A", "cyc_B")}}
         return {"loss": values, "images": {k: v.detach() for k, v in shown.items()}}
