@@ -123,3 +123,31 @@ def test_baselines_mix_through_the_same_inspector(mode):
         make_trainer([batch()], mix_mode="mixupp")
     with pytest.raises(ValueError, match="Unknown inspector_loss 'l1'"):
         make_trainer([batch()], inspector_loss="l1")
+
+
+def test_the_inspector_can_replace_the_image_discriminators():
+    """Table 4's ablation: without D_A and D_B, SIFA's steps 2 and 5 and their terms are gone."""
+    nets = {k: v for k, v in networks().items() if k not in ("D_A", "D_B")}
+    nets["I"] = MixupInspector(1, SIZE, k=4, channels=4)
+
+    def adam(names):
+        return torch.optim.Adam([p for n in names for p in nets[n].parameters()], 2e-4)
+
+    optimizers = {
+        "generator": adam(["G_AB"]),
+        "decoder": adam(["U_BA"]),
+        "segmenter": adam(["E_B", "S", "S_ll"]),
+        "discriminators": adam(["D_P", "D_P_ll"]),
+        "inspector": adam(["I"]),
+    }
+    trainer = SynthMixTrainer("cpu", 1, [batch()], nets, optimizers, k=4)
+    steps, original = [], trainer.step
+    trainer.step = lambda optimizer, loss, losses: steps.append(sorted(losses)) or original(optimizer, loss, losses)
+    trainer.run()
+    assert steps[0] == ["G_AB_cycle", "G_AB_mix"] and ["D_B"] not in steps and ["D_A", "D_A_aux"] not in steps
+    assert "seg_adv_aux" not in steps[1] and steps[2] == ["U_BA_cycle", "U_BA_mix"]
+    assert len(steps) == 6  # generator, segmenter, decoder, D_P, D_P_ll, inspector
+    nets["D_A"] = networks()["D_A"]
+    optimizers["discriminators"] = adam(["D_A", "D_P", "D_P_ll"])
+    with pytest.raises(ValueError, match="both image discriminators D_A and D_B, or neither"):
+        SynthMixTrainer("cpu", 1, [batch()], nets, optimizers, k=4)

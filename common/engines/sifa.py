@@ -168,7 +168,9 @@ class SIFATrainer(MultiNetworkTrainer):
         self.train_only(["G_AB"])
         with self.autocast():
             images = self.cycles(real_a, real_b)
-            losses = {"G_AB_cycle": images["cycle"], "G_AB_adv": self.adv(self.networks["D_B"](images["fake_B"]), True)}
+            losses = {"G_AB_cycle": images["cycle"]}
+            if "D_B" in self.networks:  # absent only in SynthMix's "Inspector replaces D_S, D_T"
+                losses["G_AB_adv"] = self.adv(self.networks["D_B"](images["fake_B"]), True)
             losses |= self.extra_losses("generator", images, real_a, real_b)
         return images, self.step("generator", sum(losses.values()), losses)
 
@@ -190,7 +192,8 @@ class SIFATrainer(MultiNetworkTrainer):
             pred_b, pred_b_ll = self.segment(real_b)
             ce, dice = self.task(pred_fake_b, label_a)
             ce_ll, dice_ll = self.task(pred_fake_b_ll, label_a)
-            decoder_adv = self.adv(net["D_A"](images["fake_A"]), True, channel=0)
+            image_adv = "D_A" in net
+            decoder_adv = self.adv(net["D_A"](images["fake_A"]), True, channel=0) if image_adv else 0
             weights = [p for n in ("E_B", "S", "S_ll") for p in net[n].parameters()]
             losses = {
                 "seg_ce": ce,
@@ -200,8 +203,9 @@ class SIFATrainer(MultiNetworkTrainer):
                 "seg_decoder": self.lambda_seg_gan * (images["cycle"] + decoder_adv),
                 "seg_adv_P": self.lambda_p * self.adv(net["D_P"](pred_b), True),
                 "seg_adv_P_ll": self.lambda_p_ll * self.adv(net["D_P_ll"](pred_b_ll), True),
-                "seg_adv_aux": self.lambda_aux * self.adv(net["D_A"](images["fake_A"]), True, channel=1),
             }
+            if image_adv:
+                losses["seg_adv_aux"] = self.lambda_aux * self.adv(net["D_A"](images["fake_A"]), True, channel=1)
         return self.step("segmenter", sum(losses.values()), losses)
 
     def decoder_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> tuple[dict, dict]:
@@ -209,10 +213,9 @@ class SIFATrainer(MultiNetworkTrainer):
         self.train_only(["U_BA"])
         with self.autocast():
             images = self.cycles(real_a, real_b)
-            losses = {
-                "U_BA_cycle": images["cycle"],
-                "U_BA_adv": self.adv(self.networks["D_A"](images["fake_A"]), True, 0),
-            }
+            losses = {"U_BA_cycle": images["cycle"]}
+            if "D_A" in self.networks:
+                losses["U_BA_adv"] = self.adv(self.networks["D_A"](images["fake_A"]), True, 0)
             losses |= self.extra_losses("decoder", images, real_a, real_b)
         return images, self.step("decoder", sum(losses.values()), losses)
 
@@ -259,10 +262,13 @@ class SIFATrainer(MultiNetworkTrainer):
         real_a, real_b = self.prepare(batchdata[self.key_image]), self.prepare(batchdata[self.key_target])
         label_a = self.prepare(batchdata[self.key_label])
         images, values = self.generator_step(real_a, real_b)
-        values |= self.target_discriminator_step(real_b, images["fake_B"])
+        if "D_B" in self.networks:
+            values |= self.target_discriminator_step(real_b, images["fake_B"])
         values |= self.segmenter_step(real_a, label_a, real_b)
         images, decoder = self.decoder_step(real_a, real_b)
-        values |= decoder | self.source_discriminator_step(real_a, images)
+        values |= decoder
+        if "D_A" in self.networks:
+            values |= self.source_discriminator_step(real_a, images)
         values |= self.output_discriminator_steps(real_a, real_b)
         self.train_only(self.networks)
         shown = {"real_A": real_a, "real_B": real_b, **{k: images[k] for k in ("fake_B", "fake_A", "cyc_A", "cyc_B")}}

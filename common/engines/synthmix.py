@@ -19,7 +19,9 @@ the reconstruction, each part switchable:
 - a mask's ratio is drawn per image from U(0, 1) (``ratio_alpha=None``) or Beta(alpha, alpha).
 
 ``mix_mode`` ``mixup`` and ``cutmix`` are the paper's baselines through the same Inspector (the
-paper used a ResNet classifier for them: the cell map's targets are then fractions).
+paper used a ResNet classifier for them: the cell map's targets are then fractions). Without the
+image discriminators ``D_A`` and ``D_B`` (leave both out of ``networks``), the Inspector replaces
+them (the paper's Table 4 ablation): SIFA's steps 2 and 5 and every term of theirs are dropped.
 """
 
 from __future__ import annotations
@@ -60,10 +62,11 @@ class SynthMixTrainer(SIFATrainer):
         kwargs: :class:`~common.engines.SIFATrainer`'s options.
 
     Raises:
-        ValueError: an unknown ``mix_mode`` or ``inspector_loss``.
+        ValueError: an unknown ``mix_mode`` or ``inspector_loss``, or one image discriminator without the other.
     """
 
     NETWORKS = (*SIFATrainer.NETWORKS, "I")
+    OPTIONAL_NETWORKS = ("D_A", "D_B")  # both or neither: "Inspector replaces D_S, D_T"
     OPTIMIZERS = {**SIFATrainer.OPTIMIZERS, "inspector": ("I",)}
     LOSS_NAMES = (*SIFATrainer.LOSS_NAMES, "G_AB_mix", "U_BA_mix", "I_cls", "I_aux")
     VISUAL_NAMES = (*SIFATrainer.VISUAL_NAMES, ("mix_unaligned", "mask", "inspector_map"))
@@ -83,6 +86,11 @@ class SynthMixTrainer(SIFATrainer):
         if inspector_loss not in list(InspectorLoss):
             raise ValueError(f"Unknown inspector_loss {inspector_loss!r}; expected one of {', '.join(InspectorLoss)}.")
         super().__init__(*args, **kwargs)
+        if ("D_A" in self.networks) != ("D_B" in self.networks):
+            raise ValueError(
+                "SynthMixTrainer takes both image discriminators D_A and D_B, or neither (the Inspector "
+                f"replaces them); got {'D_A' if 'D_A' in self.networks else 'D_B'} alone."
+            )
         self.lambda_inspector, self.k, self.ratio_alpha = lambda_inspector, k, ratio_alpha
         self.mix_mode, self.inspector_loss = MixMode(mix_mode), InspectorLoss(inspector_loss)
 
