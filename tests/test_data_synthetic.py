@@ -232,3 +232,32 @@ def test_ensure_dataset_refuses_data_generated_with_other_options(tmp_path):
         ensure_dataset(tmp_path / "data", "polyp", size=32, subjects=3)
     with pytest.raises(ValueError, match=r"task: 'polyp', asked 'brain'"):
         ensure_dataset(tmp_path / "data", "brain", size=24)
+
+
+def test_reverse_swaps_the_roles_of_the_same_subjects(tmp_path):
+    """cardiac CT -> MR: the task's MR subjects (with their labels) become the source, its CT
+    subjects the unlabelled target; the images are the forward direction's, byte for byte."""
+    forward = load_datalist(generate("cardiac", tmp_path / "f", size=16, subjects=8, oracle_labels=True))
+    reverse = load_datalist(generate("cardiac", tmp_path / "r", size=16, subjects=8, reverse=True))
+    assert reverse["domains"]["source"] == forward["domains"]["target"]
+    assert reverse["domains"]["target"] == forward["domains"]["source"]
+    assert reverse["generator"]["reverse"] and not forward["generator"]["reverse"]
+
+    def voxels(path):
+        return np.asarray(nib.load(path).dataobj)
+
+    for split in ("training", "validation", "test"):
+        for new, old in ((reverse["source"], forward["target"]), (reverse["target"], forward["source"])):
+            assert len(new[split]) == len(old[split])
+            for a, b in zip(new[split], old[split], strict=True):
+                np.testing.assert_array_equal(voxels(a["image"]), voxels(b["image"]))
+    # The new source is labelled for training (the forward target's oracle labels), the new target is not.
+    for a, b in zip(reverse["source"]["training"], forward["target"]["training"], strict=True):
+        np.testing.assert_array_equal(voxels(a["label"]), voxels(b["oracle_label"]))
+    assert not any("label" in e for e in reverse["target"]["training"])
+    assert all("label" in e and "reference" in e for e in reverse["target"]["test"])
+    with pytest.raises(ValueError, match="not for the paired brain task nor with `phases`"):
+        generate("abdomen", tmp_path / "p", size=16, subjects=8, phases=True, reverse=True)
+    # A folder of one direction is not taken for the other.
+    with pytest.raises(ValueError, match="reverse: False, asked True"):
+        ensure_dataset(tmp_path / "f", "cardiac", size=16, subjects=8, oracle_labels=True, reverse=True)

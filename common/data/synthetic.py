@@ -201,6 +201,7 @@ def generate(
     phases: bool = False,
     labelled_validation: bool = False,
     oracle_labels: bool = False,
+    reverse: bool = False,
 ) -> Path:
     """Writes one task's images, labels and ``datalist.json`` into ``out``.
 
@@ -225,17 +226,23 @@ def generate(
             entries' ``oracle_label`` key, for the oracles of a paper's tables only (a
             segmenter trained on labelled target data, joint-domain learning); the images are the
             same as without it, and no unsupervised method reads that key.
+        reverse: the reverse direction: the task's target domain is the labelled source and its
+            source domain the unlabelled target (the same images and labels as without it, the
+            roles swapped; e.g. cardiac CT -> MR; calibrated as ``--direction reverse``).
 
     Returns:
         The path of the datalist.
 
     Raises:
         ValueError: unknown task or version, a non-empty folder without ``overwrite``, invalid
-            sizes, or ``phases`` for a task without phases.
+            sizes, ``phases`` for a task without phases, or ``reverse`` with ``phases`` or for
+            the paired brain task.
     """
     spec = task_spec(task, version)
     if phases and not spec.phases:
         raise ValueError(f"`phases` is an option of the version 2 abdomen task only, not of {task!r} v{version}.")
+    if reverse and (phases or task == "brain"):
+        raise ValueError("`reverse` swaps two unpaired domains: not for the paired brain task nor with `phases`.")
     if size < 16:
         raise ValueError(f"`size` must be at least 16, got {size}.")
     if noise_level not in range(6):
@@ -250,8 +257,8 @@ def generate(
         "tensor_dim": spec.tensor_dim,
         "labels": {str(k): v for k, v in spec.labels.items()},
         "domains": {
-            "source": dict(spec.domain_info[0]),
-            "target": dict(MULTIPHASE_INFO if phases else spec.domain_info[1]),
+            "source": dict(spec.domain_info[int(reverse)]),
+            "target": dict(MULTIPHASE_INFO if phases else spec.domain_info[1 - int(reverse)]),
         },
         "generator": {
             "task": task,
@@ -263,6 +270,7 @@ def generate(
             "phases": phases,
             "labelled_validation": labelled_validation,
             "oracle_labels": oracle_labels,
+            "reverse": reverse,
         },
     }
     jobs = [(domain, split, i) for domain in (0, 1) for split in SPLITS for i in range(sizes[split])]
@@ -274,7 +282,7 @@ def generate(
         rng = np.random.default_rng([seed, domain, SPLITS.index(split), index])
         anatomy = spec.anatomy(size, rng)
         name = f"{split}_{index:03d}"
-        role = ("source", "target")[domain]
+        role = ("source", "target")[domain ^ int(reverse)]  # reverse: the same subjects, roles swapped
         own, other = spec.domains[domain], spec.domains[1 - domain]
         if phases:  # the MR rendering of this subject is one of the phases, drawn per subject
             phase = spec.phases[rng.integers(len(spec.phases))]
@@ -336,7 +344,7 @@ def ensure_dataset(dataset_dir: str | Path, task: str, version: int = 2, **optio
         task: the task to generate when the folder is absent.
         version: the benchmark version (data written before versions existed is version 1).
         options: passed to :func:`generate` (``seed``, ``size``, ``subjects``, ``noise_level``, ``phases``,
-            ``labelled_validation``, ``oracle_labels``).
+            ``labelled_validation``, ``oracle_labels``, ``reverse``).
 
     Returns:
         The path of ``datalist.json``.
@@ -368,6 +376,7 @@ def ensure_dataset(dataset_dir: str | Path, task: str, version: int = 2, **optio
             "phases": False,
             "labelled_validation": False,
             "oracle_labels": False,
+            "reverse": False,
             **recorded,
         }  # older: v1
         asked = {"task": task, "version": version}
@@ -406,6 +415,9 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="label the target training images under `oracle_label` (for supervised/joint oracles only)",
     )
+    parser.add_argument(
+        "--reverse", action="store_true", help="the reverse direction: the task's target domain as the labelled source"
+    )
     parser.add_argument("--preview", action="store_true", help="draw the first test subjects into DIR/preview.png")
     parser.add_argument(
         "--measure-gap",
@@ -428,6 +440,7 @@ def main(argv: list[str] | None = None) -> None:
             phases=args.phases,
             labelled_validation=args.labelled_validation,
             oracle_labels=args.oracle_labels,
+            reverse=args.reverse,
         )
     except ValueError as error:
         parser.error(str(error))
