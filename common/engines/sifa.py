@@ -119,19 +119,37 @@ class SIFATrainer(MultiNetworkTrainer):
 
     # --- pieces of the steps -------------------------------------------------------------------
     def train_only(self, names: Iterable[str]) -> None:
-        """Unfreezes the named networks and freezes every other one, so a step changes only its own."""
+        """Unfreezes the named networks and freezes every other one, so a step changes only its own.
+
+        Args:
+            names: the networks the next step trains.
+        """
         names = set(names)
         self.set_requires_grad([n for n in self.networks if n not in names], False)
         self.set_requires_grad(names, True)
 
     def adv(self, output: Any, real: bool, channel: int | None = None, for_discriminator: bool = False) -> torch.Tensor:
-        """Least squares on a discriminator's output (one channel of ``D_A``'s two, or all)."""
+        """Least squares on a discriminator's output.
+
+        Args:
+            output: the discriminator's output (logits or ``PatchDiscriminator``'s list).
+            real: whether it should be judged real.
+            channel: one channel of the logits (``D_A``: 0 real/fake, 1 auxiliary), or all.
+            for_discriminator: ``True`` for the discriminator's own loss.
+
+        Returns:
+            The scalar loss.
+        """
         logits = discriminator_logits(output)
         logits = logits if channel is None else logits[:, channel : channel + 1]
         return self.adversarial(logits, real, for_discriminator=for_discriminator)
 
     def cycles(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """Both translations and cycle reconstructions with the current weights, and the cycle loss.
+
+        Args:
+            real_a: source images.
+            real_b: target images.
 
         Returns:
             ``fake_B, fake_A, cyc_A, cyc_B`` and ``cycle`` (weighted).
@@ -145,13 +163,29 @@ class SIFATrainer(MultiNetworkTrainer):
         return {"fake_B": fake_b, "fake_A": fake_a, "cyc_A": cyc_a, "cyc_B": cyc_b, "cycle": cycle}
 
     def segment(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The main and the low-level segmenters' logits at the image's size."""
+        """The main and the low-level segmenters' logits at the image's size.
+
+        Args:
+            image: target-domain images (real or translated).
+
+        Returns:
+            ``S``'s and ``S_ll``'s logits, each ``(B, classes, H, W)``.
+        """
         features, low = self.networks["E_B"](image)
         size = image.shape[2:]
         return self.networks["S"](features, size), self.networks["S_ll"](low, size)
 
     def discriminator_step(self, name: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """``(lsgan(D(real), real) + lsgan(D(fake), fake)) / 2`` on channel 0 of ``D``."""
+        """``(lsgan(D(real), real) + lsgan(D(fake), fake)) / 2`` on channel 0 of ``D``.
+
+        Args:
+            name: the discriminator.
+            real: inputs it should judge real.
+            fake: inputs it should judge fake (detached).
+
+        Returns:
+            The scalar loss.
+        """
         d = self.networks[name]
         return 0.5 * (self.adv(d(real), True, 0, True) + self.adv(d(fake), False, 0, True))
 
@@ -159,12 +193,30 @@ class SIFATrainer(MultiNetworkTrainer):
         self, step: str, images: dict[str, torch.Tensor], real_a: torch.Tensor, real_b: torch.Tensor
     ) -> dict:
         """Further terms of the ``generator`` or ``decoder`` step (none in SIFA; SynthMix adds its
-        Inspector's), computed inside the step's autocast on its forward pass ``images``."""
+        Inspector's), computed inside the step's autocast on its forward pass.
+
+        Args:
+            step: ``generator`` or ``decoder``.
+            images: the step's :meth:`cycles` output.
+            real_a: source images.
+            real_b: target images.
+
+        Returns:
+            Named loss terms (weighted).
+        """
         return {}
 
     # --- the seven steps ------------------------------------------------------------------------
     def generator_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> tuple[dict, dict]:
-        """1. ``G_AB``: cycle consistency and ``D_B``'s verdict on its translations."""
+        """1. ``G_AB``: cycle consistency and ``D_B``'s verdict on its translations.
+
+        Args:
+            real_a: source images.
+            real_b: target images.
+
+        Returns:
+            The step's :meth:`cycles` (before the update) and its losses as floats.
+        """
         self.train_only(["G_AB"])
         with self.autocast():
             images = self.cycles(real_a, real_b)
@@ -175,7 +227,15 @@ class SIFATrainer(MultiNetworkTrainer):
         return images, self.step("generator", sum(losses.values()), losses)
 
     def target_discriminator_step(self, real_b: torch.Tensor, fake_b: torch.Tensor) -> dict:
-        """2. ``D_B``: target images against pooled translations."""
+        """2. ``D_B``: target images against pooled translations.
+
+        Args:
+            real_b: target images.
+            fake_b: step 1's translations.
+
+        Returns:
+            The loss as a float.
+        """
         self.train_only(["D_B"])
         with self.autocast():
             losses = {"D_B": self.discriminator_step("D_B", real_b, self.pool_b.query(fake_b.detach()))}
@@ -183,7 +243,16 @@ class SIFATrainer(MultiNetworkTrainer):
 
     def segmenter_step(self, real_a: torch.Tensor, label_a: torch.Tensor, real_b: torch.Tensor) -> dict:
         """3. ``E_B, S, S_ll``: task losses on translated sources, the decoder's loss, output-space
-        and auxiliary adversarial terms on targets, weight decay."""
+        and auxiliary adversarial terms on targets, weight decay.
+
+        Args:
+            real_a: source images.
+            label_a: their label maps ``(B, 1, H, W)``.
+            real_b: target images.
+
+        Returns:
+            The losses as floats.
+        """
         net = self.networks
         self.train_only(["E_B", "S", "S_ll"])
         with self.autocast():
@@ -209,7 +278,15 @@ class SIFATrainer(MultiNetworkTrainer):
         return self.step("segmenter", sum(losses.values()), losses)
 
     def decoder_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> tuple[dict, dict]:
-        """4. ``U_BA``: cycle consistency and ``D_A``'s verdict on its translations."""
+        """4. ``U_BA``: cycle consistency and ``D_A``'s verdict on its translations.
+
+        Args:
+            real_a: source images.
+            real_b: target images.
+
+        Returns:
+            The step's :meth:`cycles` (before the update) and its losses as floats.
+        """
         self.train_only(["U_BA"])
         with self.autocast():
             images = self.cycles(real_a, real_b)
@@ -221,7 +298,15 @@ class SIFATrainer(MultiNetworkTrainer):
 
     def source_discriminator_step(self, real_a: torch.Tensor, images: dict) -> dict:
         """5. ``D_A``: source images against pooled translations; its auxiliary head,
-        cycle-reconstructed sources (with the updated decoder) against the same translations."""
+        cycle-reconstructed sources (with the updated decoder) against the same translations.
+
+        Args:
+            real_a: source images.
+            images: step 4's :meth:`cycles`.
+
+        Returns:
+            The losses as floats.
+        """
         net = self.networks
         self.train_only(["D_A"])
         with self.autocast():
@@ -237,7 +322,15 @@ class SIFATrainer(MultiNetworkTrainer):
         return self.step("discriminators", losses["D_A"] + losses["D_A_aux"], losses)
 
     def output_discriminator_steps(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict:
-        """6-7. ``D_P``, then ``D_P_ll``: predictions on translated sources are "real", on targets "fake"."""
+        """6-7. ``D_P``, then ``D_P_ll``: predictions on translated sources are "real", on targets "fake".
+
+        Args:
+            real_a: source images.
+            real_b: target images.
+
+        Returns:
+            The losses as floats.
+        """
         values = {}
         with torch.no_grad(), self.autocast():
             pred_fake_b, pred_fake_b_ll = self.segment(self.networks["G_AB"](real_a))

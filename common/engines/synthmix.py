@@ -95,12 +95,27 @@ class SynthMixTrainer(SIFATrainer):
         self.mix_mode, self.inspector_loss = MixMode(mix_mode), InspectorLoss(inspector_loss)
 
     def draw_mask(self, like: torch.Tensor) -> torch.Tensor:
-        """A mask per image of the batch ``like``, on its device."""
+        """A mask per image of a batch.
+
+        Args:
+            like: the batch ``(B, C, H, W)``.
+
+        Returns:
+            ``(B, 1, H, W)`` masks on its device.
+        """
         ratios = draw_ratios(like.shape[0], self.ratio_alpha)
         return make_mask(self.mix_mode, ratios, tuple(like.shape[2:]), self.k).to(like.device)
 
     def inspect(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The Inspector's cell-map and target-fraction losses for ``image`` whose truth is ``mask``."""
+        """The Inspector's cell-map and target-fraction losses for images whose truth is a mask.
+
+        Args:
+            image: the images (unmixed or mixed).
+            mask: their masks (1: target domain).
+
+        Returns:
+            The cell-map loss and the target-fraction loss.
+        """
         cells, fraction = self.networks["I"](image)
         targets = (domain_map(mask.float(), self.k), mask.float().mean((1, 2, 3))[:, None])
         if self.inspector_loss == InspectorLoss.BCE:
@@ -112,7 +127,17 @@ class SynthMixTrainer(SIFATrainer):
     def extra_losses(
         self, step: str, images: dict[str, torch.Tensor], real_a: torch.Tensor, real_b: torch.Tensor
     ) -> dict:
-        """``L_adv^mix`` of the generator (step 1, ``S_mix``) or the decoder (step 4, ``T_mix``)."""
+        """``L_adv^mix`` of the generator (step 1, ``S_mix``) or the decoder (step 4, ``T_mix``).
+
+        Args:
+            step: ``generator`` or ``decoder``.
+            images: the step's forward pass.
+            real_a: source images.
+            real_b: target images.
+
+        Returns:
+            ``{"G_AB_mix": ...}`` or ``{"U_BA_mix": ...}``, weighted by lambda_I.
+        """
         mask = self.draw_mask(real_a)
         if step == "generator":  # the source with its translation: target cells from G_AB
             name, mixed = "G_AB_mix", mix(real_a, images["fake_B"], mask)
@@ -122,7 +147,16 @@ class SynthMixTrainer(SIFATrainer):
         return {name: self.lambda_inspector * (cells + fraction)}
 
     def inspector_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> tuple[dict, dict]:
-        """8. The Inspector on unmixed source, unmixed target and unaligned mixes (``L_cls``)."""
+        """8. The Inspector on unmixed source, unmixed target and unaligned mixes (``L_cls``).
+
+        Args:
+            real_a: source images.
+            real_b: target images.
+
+        Returns:
+            The losses as floats, and the images to show (the unaligned mix, its mask, the
+            Inspector's map).
+        """
         self.train_only(["I"])
         mask = self.draw_mask(real_a)
         unaligned = mix(real_a, real_b, mask)

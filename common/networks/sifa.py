@@ -75,6 +75,14 @@ class SIFAResidualBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Applies the block.
+
+        Args:
+            x: features ``(B, in_channels, H, W)``.
+
+        Returns:
+            ``(B, out_channels, H, W)``.
+        """
         shortcut = F.pad(x, (0, 0, 0, 0, self.pad, self.pad)) if self.pad else x
         return torch.relu(self.block(x) + shortcut)
 
