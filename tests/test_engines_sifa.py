@@ -70,38 +70,42 @@ def batch(seed=1):
     )
 
 
-def snapshot(nets):
-    return {n: [p.detach().clone() for p in net.parameters()] for n, net in nets.items()}
+#: The public code's seven steps: the optimiser of each and the networks it changes.
+SIFA_STEPS = [
+    ("generator", ["G_AB"]),
+    ("discriminators", ["D_B"]),
+    ("segmenter", ["E_B", "S", "S_ll"]),
+    ("decoder", ["U_BA"]),
+    ("discriminators", ["D_A"]),
+    ("discriminators", ["D_P"]),
+    ("discriminators", ["D_P_ll"]),
+]
 
 
-def test_seven_steps_in_the_codes_order_each_changing_only_its_networks():
-    nets = networks()
-    trainer = make_trainer([batch()], nets)
-    changed, original = [], trainer.step
+def record_steps(trainer):
+    """Wraps ``trainer.step`` to record, per call, the optimiser and the networks it changed."""
+    nets, changed, original = trainer.networks, [], trainer.step
+
+    def snapshot():
+        return {n: [p.detach().clone() for p in net.parameters()] for n, net in nets.items()}
 
     def spy(optimizer, loss, losses):
-        before = snapshot(nets)
+        before = snapshot()
         values = original(optimizer, loss, losses)
-        after = snapshot(nets)
-        changed.append(
-            (
-                optimizer,
-                sorted(n for n in nets if any(not torch.equal(a, b) for a, b in zip(before[n], after[n], strict=True))),
-            )
-        )
+        after = snapshot()
+        moved = [n for n in nets if any(not torch.equal(a, b) for a, b in zip(before[n], after[n], strict=True))]
+        changed.append((optimizer, sorted(moved)))
         return values
 
     trainer.step = spy
+    return changed
+
+
+def test_seven_steps_in_the_codes_order_each_changing_only_its_networks():
+    trainer = make_trainer([batch()])
+    changed = record_steps(trainer)
     trainer.run()
-    assert changed == [
-        ("generator", ["G_AB"]),
-        ("discriminators", ["D_B"]),
-        ("segmenter", ["E_B", "S", "S_ll"]),
-        ("decoder", ["U_BA"]),
-        ("discriminators", ["D_A"]),
-        ("discriminators", ["D_P"]),
-        ("discriminators", ["D_P_ll"]),
-    ]
+    assert changed == SIFA_STEPS
     output = trainer.state.output
     assert set(output["loss"]) == set(SIFATrainer.LOSS_NAMES)
     assert all(torch.isfinite(torch.tensor(v)) for v in output["loss"].values())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_engines_sifa import SIZE, batch, networks
+from test_engines_sifa import SIFA_STEPS, SIZE, batch, networks, record_steps
 
 from common.engines import SynthMixTrainer
 from common.networks import MixupInspector
@@ -31,35 +31,9 @@ def make_trainer(batches, nets=None, **kwargs):
 
 def test_the_inspector_steps_last_and_alone():
     trainer = make_trainer([batch()])
-    nets, changed, original = trainer.networks, [], trainer.step
-
-    def spy(optimizer, loss, losses):
-        before = {n: [p.detach().clone() for p in net.parameters()] for n, net in nets.items()}
-        values = original(optimizer, loss, losses)
-        changed.append(
-            (
-                optimizer,
-                sorted(
-                    n
-                    for n in nets
-                    if any(not torch.equal(a, b) for a, b in zip(before[n], nets[n].parameters(), strict=True))
-                ),
-            )
-        )
-        return values
-
-    trainer.step = spy
+    changed = record_steps(trainer)
     trainer.run()
-    assert changed == [
-        ("generator", ["G_AB"]),
-        ("discriminators", ["D_B"]),
-        ("segmenter", ["E_B", "S", "S_ll"]),
-        ("decoder", ["U_BA"]),
-        ("discriminators", ["D_A"]),
-        ("discriminators", ["D_P"]),
-        ("discriminators", ["D_P_ll"]),
-        ("inspector", ["I"]),
-    ]
+    assert changed == [*SIFA_STEPS, ("inspector", ["I"])]
     output = trainer.state.output
     assert set(output["loss"]) == set(SynthMixTrainer.LOSS_NAMES)
     assert output["images"]["inspector_map"].shape[2:] == (SIZE, SIZE)
