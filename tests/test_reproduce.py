@@ -106,6 +106,26 @@ def test_evaluate_only_scores_the_trained_runs_again(quick_matrix, tmp_path):
         run_matrix(root, "quick", tmp_path / "empty", evaluate_only=True)
 
 
+def test_selected_variants_are_the_only_rows(quick_matrix, tmp_path):
+    root, out, rows = quick_matrix
+    again = run_matrix(root, "quick", out, evaluate_only=True, variants=["reggan"])
+    assert [(r["variant"], r["noise_level"]) for r in again] == [("reggan", 0), ("reggan", 3)]
+    assert [r["nmae"] for r in again] == pytest.approx([r["nmae"] for r in rows if r["variant"] == "reggan"], abs=1e-6)
+    markdown = (out / "results.md").read_text()
+    assert "--variants reggan --preset quick" in markdown and "| pix2pix |" not in markdown
+    with pytest.raises(ValueError, match=r"Unknown variant\(s\) 'regan' for .*expected some of pix2pix, reggan"):
+        run_matrix(root, "quick", out, variants=["reggan", "regan"])
+    with pytest.raises(ValueError, match=r"Unknown variant\(s\) \(none given\)"):
+        run_matrix(root, "quick", out, variants=[])
+    run_matrix(root, "quick", out, evaluate_only=True)  # the whole table again, for the tests that read it
+
+
+def test_a_selected_variant_reusing_an_unselected_run_needs_its_checkpoint(tmp_path):
+    shutil.copytree(BUNDLES / "dadr" / "configs", tmp_path / "configs")
+    with pytest.raises(ValueError, match=r"joint reuses stage 'disentanglement' of dadr, but .*does not exist"):
+        run_matrix(tmp_path, "quick", tmp_path / "out", variants=["joint"])
+
+
 def test_parallel_jobs_give_the_same_runs(tmp_path, quick_matrix):
     root = tmp_path / "bundle"
     shutil.copytree(quick_matrix[0], root, ignore=shutil.ignore_patterns("models", "eval"))
