@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 import torch
 from ignite.engine import Events
+from monai.data import MetaTensor
 from monai.engines import Trainer
 from torch import nn
 
@@ -274,9 +275,12 @@ class MultiNetworkTrainer(Trainer):
             tensor: a batch ``(B, C, H, W)`` from the loader.
 
         Returns:
-            The tensor on the device.
+            The tensor on the device, a plain ``torch.Tensor`` (a MONAI ``MetaTensor``'s metadata
+            would be carried through, and cost time in, every operation of the iteration).
         """
-        tensor = torch.as_tensor(tensor).to(self.state.device, non_blocking=self.non_blocking)
+        tensor = torch.as_tensor(tensor)
+        tensor = tensor.as_tensor() if isinstance(tensor, MetaTensor) else tensor
+        tensor = tensor.to(self.state.device, non_blocking=self.non_blocking)
         return tensor.contiguous(memory_format=self.memory_format) if tensor.ndim == 4 else tensor
 
     def set_requires_grad(self, names: Iterable[str], requires_grad: bool) -> None:
