@@ -6,7 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from common.networks import ResnetGenerator, SIFADecoder, SIFAEncoder, SIFAResidualBlock, SIFASegmenter
+from common.losses import SIFATaskLoss
+from common.networks import (
+    ResnetGenerator,
+    SIFADecoder,
+    SIFAEncoder,
+    SIFAResidualBlock,
+    SIFASegmentationNetwork,
+    SIFASegmenter,
+)
 
 
 @pytest.mark.parametrize("size", [32, 64])
@@ -58,6 +66,24 @@ def test_segmenter_upsamples_to_the_image():
     segmenter = SIFASegmenter(64, 5).eval()
     logits = segmenter(torch.rand(2, 64, 4, 4), (32, 32))
     assert logits.shape == (2, 5, 32, 32)
+
+
+def test_segmentation_network_is_the_encoder_then_the_main_segmenter_and_scripts():
+    torch.manual_seed(0)
+    encoder, segmenter = SIFAEncoder(1, 2).eval(), SIFASegmenter(64, 3).eval()
+    network = SIFASegmentationNetwork(encoder, segmenter).eval()
+    x = torch.randn(2, 1, 24, 40)
+    expected = segmenter(encoder(x)[0], x.shape[2:])
+    assert expected.shape == (2, 3, 24, 40)
+    torch.testing.assert_close(network(x), expected)
+    torch.testing.assert_close(torch.jit.script(network)(x), expected)  # exportable (MONAI's ckpt_export)
+
+
+def test_task_loss_total_is_the_sum_of_its_terms():
+    logits, labels = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 1, 8, 8))
+    ce, dice = SIFATaskLoss()(logits, labels)
+    assert ce > 0 and dice > 0
+    torch.testing.assert_close(SIFATaskLoss(total=True)(logits, labels), ce + dice)
 
 
 def test_decoder_adds_the_image_before_the_tanh():

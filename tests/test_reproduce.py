@@ -153,7 +153,11 @@ def test_every_options_matrix_is_scored_on_the_labelled_validation_split(bundle)
     matrix = load_matrix(BUNDLES / bundle, "options")
     assert matrix["overrides"] == {"data_labelled_validation": True, "evaluate_split": "validation"}
     assert len(matrix["variants"]) >= 2 and {"quick", "cpu"} <= set(matrix["presets"])
-    expected = {"mi2gan": {"literal", "product_jsd"}, "dadr": {"identity_source", "mean_source"}}[bundle]
+    expected = {
+        "mi2gan": {"literal", "product_jsd"},
+        "dadr": {"identity_source", "mean_source"},
+        "synthmix": {"bce_uniform", "lsgan"},
+    }[bundle]
     assert expected <= set(matrix["variants"])  # the paper's literal choice and the default stay compared
     assert {"mi2gan", "dadr"} <= {p.name for p in BUNDLES.iterdir() if (p / "configs" / "options.yaml").is_file()}
 

@@ -8,7 +8,7 @@ from common.engines.mi2gan import MI2GANTrainer, MIMarginal
 from common.engines.reggan import RegGANMode, RegGANTrainer
 from common.engines.sifa import SIFATrainer
 from common.engines.stages import Stage, atomic_save, load_stage_networks, run_stages
-from common.engines.synthmix import InspectorLoss, SynthMixTrainer
+from common.engines.synthmix import SYNTHMIX_METHODS, InspectorLoss, SynthMixTrainer, check_synthmix_method
 from common.engines.validation import segmentation_validation, translation_validation
 
 __all__ = [
@@ -30,6 +30,8 @@ __all__ = [
     "SIFATrainer",
     "SynthMixTrainer",
     "InspectorLoss",
+    "SYNTHMIX_METHODS",
+    "check_synthmix_method",
     "Stage",
     "run_stages",
     "load_stage_networks",

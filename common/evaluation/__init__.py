@@ -3,10 +3,12 @@
 (:func:`evaluate_adaptation`), label-map networks per 3D volume and per class
 (:func:`evaluate_segmenter`), the misalignment RegGAN's R leaves (:func:`evaluate_registration`)
 what MI2GAN's critic separates (:func:`evaluate_mi_critic`) and how domain-invariant DADR's
-content space is (:func:`evaluate_disentanglement`)."""
+content space is (:func:`evaluate_disentanglement`) and what SynthMix's Mixup Inspector
+separates (:func:`evaluate_inspector`)."""
 
 from common.evaluation.critic import evaluate_mi_critic
 from common.evaluation.disentanglement import evaluate_disentanglement
+from common.evaluation.mixing import INSPECTOR_INPUTS, evaluate_inspector
 from common.evaluation.registration import evaluate_registration
 from common.evaluation.report import show_image, summarise, write_json, write_tables
 from common.evaluation.segmentation import SEGMENTATION_METRICS, evaluate_segmenter
@@ -16,6 +18,8 @@ __all__ = [
     "evaluate_registration",
     "evaluate_mi_critic",
     "evaluate_disentanglement",
+    "evaluate_inspector",
+    "INSPECTOR_INPUTS",
     "evaluate_translation",
     "evaluate_adaptation",
     "evaluate_segmenter",

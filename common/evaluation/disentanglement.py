@@ -19,18 +19,12 @@ from torch import nn
 
 from common.data.datalist import DatalistError, entries
 from common.data.io import domain_transform
-from common.evaluation.report import show_image, summarise, write_tables
+from common.evaluation.report import as_slices, show_image, summarise, write_tables
 from common.metrics import nmae
 
 __all__ = ["evaluate_disentanglement"]
 
 logger = logging.getLogger(__name__)
-
-
-def _slices(image: torch.Tensor) -> torch.Tensor:
-    """``(C, H, W)`` -> ``(1, C, H, W)``; a volume ``(C, H, W, D)`` -> its slices ``(D, C, H, W)``."""
-    image = torch.as_tensor(image).as_subclass(torch.Tensor)
-    return image.permute(3, 0, 1, 2) if image.ndim == 4 else image[None]
 
 
 def _relative_l1(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -108,8 +102,8 @@ def evaluate_disentanglement(
     generator = torch.Generator().manual_seed(seed)
     codes, rows, shown = [], [], []
     for index, entry in enumerate(items):
-        x_b = _slices(targets[index]["image"]).to(device)
-        x_a = _slices(references[index]["image"]).to(device)
+        x_b = as_slices(targets[index]["image"]).to(device)
+        x_a = as_slices(references[index]["image"]).to(device)
         c_b, c_a = ec_b(x_b).float(), ec_a(x_a).float()
         translated = g_b(c_a.to(x_a.dtype), es_b(x_b))  # the source anatomy in the target, target style
         codes.append(c_a.cpu())

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 
-__all__ = ["summarise", "write_tables", "middle", "show_image"]
+__all__ = ["summarise", "write_tables", "as_slices", "middle", "show_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,19 @@ def write_tables(result: dict, output_dir: str | Path) -> Path:
         os.replace(temporary, output_dir / name)
     logger.info("Wrote %s and %s", output_dir / "metrics.json", output_dir / "metrics.csv")
     return output_dir
+
+
+def as_slices(image: torch.Tensor) -> torch.Tensor:
+    """A batch of 2D images from one image or volume.
+
+    Args:
+        image: ``(C, H, W)`` or a volume ``(C, H, W, D)``.
+
+    Returns:
+        ``(1, C, H, W)``, or the volume's slices ``(D, C, H, W)``.
+    """
+    image = torch.as_tensor(image).as_subclass(torch.Tensor)
+    return image.permute(3, 0, 1, 2) if image.ndim == 4 else image[None]
 
 
 def middle(image: torch.Tensor) -> np.ndarray:

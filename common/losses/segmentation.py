@@ -37,14 +37,16 @@ class SIFATaskLoss(nn.Module):
 
     Args:
         clip: the cross entropy's smallest probability.
+        total: return the sum of both terms (one scalar, as MONAI's ``SupervisedTrainer`` takes
+            a loss; SIFA's no-adaptation and supervised segmenters train on it).
     """
 
-    def __init__(self, clip: float = 0.005) -> None:
+    def __init__(self, clip: float = 0.005, total: bool = False) -> None:
         super().__init__()
-        self.clip = clip
+        self.clip, self.total = clip, total
         self.dice = DiceLoss(softmax=True, squared_pred=True, batch=True, smooth_nr=0.0, smooth_dr=1e-7)
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
         """Scores logits against a label map.
 
         Args:
@@ -52,7 +54,8 @@ class SIFATaskLoss(nn.Module):
             labels: ``(B, 1, H, W)`` class indices.
 
         Returns:
-            The weighted cross entropy and the Dice loss.
+            The weighted cross entropy and the Dice loss (their sum with ``total``).
         """
         onehot = torch.zeros_like(logits, dtype=torch.float32).scatter_(1, labels.long(), 1.0)
-        return batch_weighted_cross_entropy(logits, onehot, self.clip), self.dice(logits.float(), onehot)
+        ce, dice = batch_weighted_cross_entropy(logits, onehot, self.clip), self.dice(logits.float(), onehot)
+        return ce + dice if self.total else (ce, dice)

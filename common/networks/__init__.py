@@ -16,7 +16,13 @@ from common.networks.disentangled import (
 from common.networks.generators import ResnetGenerator, init_normal
 from common.networks.pipeline import TranslateThenSegment, sub_state_dict
 from common.networks.registration import RegistrationNetwork, ResUNetRegistration, registration_network
-from common.networks.sifa import SIFADecoder, SIFAEncoder, SIFAResidualBlock, SIFASegmenter
+from common.networks.sifa import (
+    SIFADecoder,
+    SIFAEncoder,
+    SIFAResidualBlock,
+    SIFASegmentationNetwork,
+    SIFASegmenter,
+)
 from common.networks.synthmix import MixupInspector
 from common.networks.utils import parameters
 
@@ -42,6 +48,7 @@ __all__ = [
     "sub_state_dict",
     "SIFAEncoder",
     "SIFASegmenter",
+    "SIFASegmentationNetwork",
     "SIFADecoder",
     "SIFAResidualBlock",
     "MixupInspector",

@@ -11,6 +11,8 @@ Deeply Synergistic Image and Feature Alignment", IEEE TMI 2020), as its public c
   reads and the low-level features of the last plain residual block (the second segmenter's
   input, "deep supervision").
 - :class:`SIFASegmenter`: a 1x1 convolution to class logits, upsampled (bilinear) to the image.
+- :class:`SIFASegmentationNetwork`: the encoder and the main segmenter as one image-to-logits
+  network (the release network; no adaptation and the supervised upper bound train it alone).
 - :class:`SIFADecoder`: features back to a source-domain image (``T -> S``): a 3x3 convolution,
   four residual blocks and three transposed convolutions with instance norm, a 7x7 convolution,
   tanh of the sum with the input image (the code's ``skip``).
@@ -29,7 +31,7 @@ from torch import nn
 
 from common.networks.generators import norm_layer
 
-__all__ = ["SIFAEncoder", "SIFASegmenter", "SIFADecoder", "SIFAResidualBlock"]
+__all__ = ["SIFAEncoder", "SIFASegmenter", "SIFASegmentationNetwork", "SIFADecoder", "SIFAResidualBlock"]
 
 
 def _conv(in_channels: int, out_channels: int, kernel: int, dilation: int = 1, dropout: float = 0.0) -> list[nn.Module]:
@@ -170,7 +172,7 @@ class SIFAEncoder(nn.Module):
             ValueError: not a 4D batch, or a spatial size not divisible by 8.
         """
         if x.ndim != 4 or x.shape[2] % 8 or x.shape[3] % 8:
-            raise ValueError(f"SIFAEncoder expects (B, C, H, W) with H and W divisible by 8, got {tuple(x.shape)}.")
+            raise ValueError(f"SIFAEncoder expects (B, C, H, W) with H and W divisible by 8, got {x.shape}.")
         low = self.low_level(x)
         return self.high_level(low), low
 
@@ -191,17 +193,45 @@ class SIFASegmenter(nn.Module):
         self.head = nn.Sequential(*_conv(in_channels, num_classes, 1, dropout=dropout))
         nn.init.trunc_normal_(self.head[0].weight, std=0.01, a=-0.02, b=0.02)
 
-    def forward(self, features: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, size: list[int]) -> torch.Tensor:
         """Class logits at ``size``.
 
         Args:
             features: ``(B, in_channels, h, w)``.
-            size: the image's ``(H, W)``.
+            size: the image's ``(H, W)`` (a list, or the tuple ``image.shape[2:]``).
 
         Returns:
             ``(B, num_classes, H, W)`` logits.
         """
-        return F.interpolate(self.head(features), size=tuple(size), mode="bilinear", align_corners=False)
+        return F.interpolate(self.head(features), size=list(size), mode="bilinear", align_corners=False)
+
+
+class SIFASegmentationNetwork(nn.Module):
+    """``S(E(x))``: the shared encoder's features through the main segmenter, at the image's size
+    (what SIFA evaluates on target images).
+
+    Args:
+        encoder: a :class:`SIFAEncoder`.
+        segmenter: a :class:`SIFASegmenter` on its features.
+
+    Shapes:
+        ``(B, C, H, W) -> (B, num_classes, H, W)`` logits, ``H`` and ``W`` divisible by 8.
+    """
+
+    def __init__(self, encoder: SIFAEncoder, segmenter: SIFASegmenter) -> None:
+        super().__init__()
+        self.encoder, self.segmenter = encoder, segmenter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Segments a batch.
+
+        Args:
+            x: images ``(B, C, H, W)``.
+
+        Returns:
+            Class logits ``(B, num_classes, H, W)``.
+        """
+        return self.segmenter(self.encoder(x)[0], x.shape[2:])
 
 
 class SIFADecoder(nn.Module):
