@@ -1,14 +1,14 @@
 """MONAI trainers: a shared multi-network base, one trainer per method, staged training and
 validation during training."""
 
-from common.engines.base import MultiNetworkTrainer, distributed, is_main_process, loss_output, unwrap
+from common.engines.base import MultiNetworkTrainer, check_choice, distributed, is_main_process, loss_output, unwrap
 from common.engines.cyclegan import CycleGANTrainer, DiscriminatorReduction
 from common.engines.dadr import DADR_METHODS, DADRTrainer, StyleSource, check_dadr_method
 from common.engines.mi2gan import MI2GANTrainer, MIMarginal
 from common.engines.reggan import RegGANMode, RegGANTrainer
 from common.engines.sifa import SIFATrainer
 from common.engines.stages import Stage, atomic_save, load_stage_networks, run_stages
-from common.engines.synthmix import SYNTHMIX_METHODS, InspectorLoss, SynthMixTrainer, check_synthmix_method
+from common.engines.synthmix import SYNTHMIX_METHODS, InspectorLoss, SynthMixTrainer
 from common.engines.validation import segmentation_validation, translation_validation
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "is_main_process",
     "loss_output",
     "unwrap",
+    "check_choice",
     "CycleGANTrainer",
     "DiscriminatorReduction",
     "RegGANMode",
@@ -31,7 +32,6 @@ __all__ = [
     "SynthMixTrainer",
     "InspectorLoss",
     "SYNTHMIX_METHODS",
-    "check_synthmix_method",
     "Stage",
     "run_stages",
     "load_stage_networks",

@@ -33,7 +33,7 @@ from monai.data import MetaTensor
 from monai.engines import Trainer
 from torch import nn
 
-__all__ = ["MultiNetworkTrainer", "loss_output", "unwrap", "distributed", "is_main_process"]
+__all__ = ["MultiNetworkTrainer", "loss_output", "unwrap", "distributed", "is_main_process", "check_choice"]
 
 
 def loss_output(output: Mapping) -> dict[str, float]:
@@ -46,6 +46,25 @@ def loss_output(output: Mapping) -> dict[str, float]:
         ``output["loss"]``.
     """
     return output["loss"]
+
+
+def check_choice(value: str, choices: Sequence[str], what: str) -> str:
+    """A config switch (e.g. a bundle's ``method``), checked.
+
+    Args:
+        value: the value.
+        choices: the allowed values.
+        what: its name in the error, e.g. ``"SynthMix bundle method"``.
+
+    Returns:
+        ``value``.
+
+    Raises:
+        ValueError: another value, naming the expected ones.
+    """
+    if value not in choices:
+        raise ValueError(f"Unknown {what} {value!r}; expected one of {', '.join(choices)}.")
+    return value
 
 
 def unwrap(network: nn.Module) -> nn.Module:

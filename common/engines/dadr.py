@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from monai.utils.enums import StrEnum
 
-from common.engines.base import MultiNetworkTrainer
+from common.engines.base import MultiNetworkTrainer, check_choice
 from common.losses import AdversarialLoss
 
 __all__ = ["DADRTrainer", "StyleSource", "DADR_METHODS", "check_dadr_method"]
@@ -31,9 +31,7 @@ def check_dadr_method(method: str) -> str:
     Raises:
         ValueError: another value, naming the expected ones.
     """
-    if method not in DADR_METHODS:
-        raise ValueError(f"Unknown DADR bundle method {method!r}; expected one of {', '.join(DADR_METHODS)}.")
-    return method
+    return check_choice(method, DADR_METHODS, "DADR bundle method")
 
 
 class StyleSource(StrEnum):

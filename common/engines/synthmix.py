@@ -36,29 +36,13 @@ from common.data.mixing import MixMode, domain_map, draw_ratios, make_mask, mix
 from common.engines.base import MultiNetworkTrainer
 from common.engines.sifa import SIFATrainer
 
-__all__ = ["SynthMixTrainer", "InspectorLoss", "SYNTHMIX_METHODS", "check_synthmix_method"]
+__all__ = ["SynthMixTrainer", "InspectorLoss", "SYNTHMIX_METHODS"]
 
 #: The rows of the paper's Tables 1-3 the SynthMix bundle trains (its `method` id): SIFA with
 #: SynthMix, Mixup or CutMix (one trainer, ``mix_mode``), SIFA alone, and the encoder and
-#: segmenter alone on labelled source (no adaptation) or target (the supervised upper bound).
+#: segmenter alone on labelled source (no adaptation) or target (the supervised upper bound);
+#: configs check it with :func:`~common.engines.check_choice`.
 SYNTHMIX_METHODS = ("synthmix", "mixup", "cutmix", "sifa", "no_adaptation", "supervised")
-
-
-def check_synthmix_method(method: str) -> str:
-    """The SynthMix bundle's ``method``, checked.
-
-    Args:
-        method: one of :data:`SYNTHMIX_METHODS`.
-
-    Returns:
-        ``method``.
-
-    Raises:
-        ValueError: another value, naming the expected ones.
-    """
-    if method not in SYNTHMIX_METHODS:
-        raise ValueError(f"Unknown SynthMix bundle method {method!r}; expected one of {', '.join(SYNTHMIX_METHODS)}.")
-    return method
 
 
 class InspectorLoss(StrEnum):
