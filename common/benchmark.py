@@ -35,6 +35,7 @@ def train_step(
     warmup: int = 3,
     overrides: dict | None = None,
     channels: int = 1,
+    classes: int = 5,
 ) -> dict:
     """Measures a bundle's training iterations per second on random inputs.
 
@@ -46,6 +47,8 @@ def train_step(
         warmup: untimed iterations first.
         overrides: config values to override (e.g. ``{"ngf": 32}``).
         channels: image channels of both domains (3 for RGB bundles such as MI2GAN's polyps).
+        classes: segmentation classes (background included) of bundles that train a segmenter
+            with source labels (SIFA/SynthMix: random label maps as ``source_label``).
 
     Returns:
         The measurement as a JSON-ready dictionary.
@@ -58,12 +61,21 @@ def train_step(
     for key in ("in_channels", "out_channels", "channels_a", "channels_b"):  # the bundles' channel ids
         if key in parser:
             parser[key] = channels
+    if "num_classes" in parser:  # a segmenter's classes, else read from the datalist
+        parser["num_classes"] = classes
     if "data_size" in parser:  # the image size networks are built for (e.g. RegGAN's R levels)
         parser["data_size"] = size
     for key, value in (overrides or {}).items():
         parser[key] = value
     a, b = (torch.rand(batch_size, channels, size, size) * 2 - 1 for _ in range(2))
-    images = {"source_image": a, "target_image": b, "image": a, "target": b}  # unpaired and paired bundles' keys
+    labels = torch.randint(0, classes, (batch_size, 1, size, size))
+    images = {
+        "source_image": a,
+        "target_image": b,
+        "image": a,
+        "target": b,
+        "source_label": labels,
+    }  # every bundle's keys
     parser["train#dataloader"] = [images] * (warmup + iterations)
     parser["train#trainer#train_handlers"] = []
     parser["train#trainer#max_epochs"] = 1
@@ -123,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     step.add_argument("--iterations", type=int, default=20)
     step.add_argument("--warmup", type=int, default=3)
     step.add_argument("--channels", type=int, default=1, help="image channels (3 for the RGB mi2gan bundle)")
+    step.add_argument("--classes", type=int, default=5, help="segmentation classes of bundles with source labels")
     step.add_argument("--out", type=Path, default=None, help="JSON file to write")
     step.add_argument(
         "--set",
@@ -139,7 +152,9 @@ def main(argv: list[str] | None = None) -> dict:
         if not sep or not key:
             parser.error(f"--set expects ID=VALUE, got {item!r}")
         overrides[key] = yaml.safe_load(value)
-    result = train_step(args.bundle, args.size, args.batch_size, args.iterations, args.warmup, overrides, args.channels)
+    result = train_step(
+        args.bundle, args.size, args.batch_size, args.iterations, args.warmup, overrides, args.channels, args.classes
+    )
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

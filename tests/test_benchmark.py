@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from common.benchmark import main, train_step
 
@@ -15,10 +16,18 @@ def test_train_step_reports_the_configured_run(tmp_path):
     assert result["peak_memory_mb"] > 0 and result["overrides"] == {"ngf": 4, "n_blocks": 1, "ndf": 4}
 
 
+def test_a_segmenting_trainer_gets_source_labels_of_the_given_classes():
+    overrides = {"fb": 2, "ngf": 4, "n_blocks": 1, "ndf": 4, "n_layers_d": 2, "inspector_channels": 4}
+    result = train_step("synthmix", size=32, batch_size=2, iterations=1, warmup=1, overrides=overrides, classes=3)
+    assert result["iterations_timed"] == 1 and set(result["parameters"]) >= {"E_B", "S", "I"}
+    assert result["parameters"]["S"] == 64 * 3 + 3  # a 1x1 convolution from 64 features to the 3 classes
+    assert not (Path(__file__).resolve().parents[1] / "bundles" / "synthmix" / "data").exists()  # no datalist read
+
+
 def test_command_line_writes_json(tmp_path, monkeypatch):
     calls = {}
 
-    def fake(bundle, size, batch_size, iterations, warmup, overrides, channels):
+    def fake(bundle, size, batch_size, iterations, warmup, overrides, channels, classes):
         calls.update(
             bundle=bundle,
             size=size,
@@ -27,6 +36,7 @@ def test_command_line_writes_json(tmp_path, monkeypatch):
             warmup=warmup,
             overrides=overrides,
             channels=channels,
+            classes=classes,
         )
         return {"benchmark": "train-step", "iterations_per_second": 1.5}
 
@@ -56,6 +66,7 @@ def test_command_line_writes_json(tmp_path, monkeypatch):
         "warmup": 3,
         "overrides": {"mode": "pix2pix", "ngf": 32, "betas": [0.9, 0.99]},
         "channels": 1,
+        "classes": 5,
     }  # YAML values
     assert json.loads((tmp_path / "b.json").read_text())["iterations_per_second"] == 1.5
 
