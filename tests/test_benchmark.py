@@ -20,7 +20,7 @@ def test_a_segmenting_trainer_gets_source_labels_of_the_given_classes():
     overrides = {"fb": 2, "ngf": 4, "n_blocks": 1, "ndf": 4, "n_layers_d": 2, "inspector_channels": 4}
     result = train_step("synthmix", size=32, batch_size=2, iterations=1, warmup=1, overrides=overrides, classes=3)
     assert result["iterations_timed"] == 1 and set(result["parameters"]) >= {"E_B", "S", "I"}
-    assert result["parameters"]["S"] == 64 * 3 + 3  # a 1x1 convolution from 64 features to the 3 classes
+    assert result["parameters"]["S"] == 64 * 3  # a 1x1 convolution (no bias) from 64 features to the 3 classes
     assert not (Path(__file__).resolve().parents[1] / "bundles" / "synthmix" / "data").exists()  # no datalist read
 
 
