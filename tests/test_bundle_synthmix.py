@@ -21,7 +21,7 @@ from PIL import Image
 from common.data.datalist import load_datalist
 from common.data.io import domain_transform
 from common.engines import SIFATrainer, SynthMixTrainer
-from common.evaluation import INSPECTOR_INPUTS
+from common.evaluation import INSPECTOR_INPUTS, ORACLE_INPUTS
 from common.inference import translate
 from common.metrics import evaluate_segmentation
 from common.networks import SIFAEncoder, SIFASegmentationNetwork, SIFASegmenter, TranslateThenSegment
@@ -125,9 +125,13 @@ def test_evaluation_segments_every_slice_and_scores_every_class_per_volume(train
     assert metrics["per_volume"][0]["dice_myocardium"] == pytest.approx(expected["per_class"]["myocardium"]["dice"])
     source = json.loads((root / "eval" / "source" / "metrics.json").read_text())
     assert len(source["per_volume"]) == len(datalist["source"]["test"])
-    # The Inspector probe: accuracies in [0, 1] for the five inputs, and the figure.
+    # G_AB against the oracle translation, next to the untranslated MR (identity_*), per source test volume.
+    translation = json.loads((root / "eval" / "translation" / "metrics.json").read_text())
+    assert len(translation["per_volume"]) == len(datalist["source"]["test"])
+    assert 0 < translation["mean"]["nmae"] != translation["mean"]["identity_nmae"] > 0  # G_AB was applied
+    # The Inspector probe: accuracies in [0, 1] for the five inputs and the oracle's mixes, and the figure.
     probe = json.loads((root / "eval" / "inspector" / "metrics.json").read_text())
-    assert set(probe["mean"]) == {f"inspector_accuracy_{name}" for name in INSPECTOR_INPUTS}
+    assert set(probe["mean"]) == {f"inspector_accuracy_{name}" for name in INSPECTOR_INPUTS + ORACLE_INPUTS}
     assert all(0 <= value <= 1 for value in probe["mean"].values())
     assert Image.open(root / "eval" / "inspector" / "mixes.png").size[0] > 700
 
@@ -155,6 +159,32 @@ def test_two_process_ddp(trained, tmp_path):
     resume = torch.load(root / "models" / "adaptation" / "resume.pt", map_location="cpu", weights_only=False)
     assert resume["trainer"]["iteration"] == 6 and not any(k.startswith("module.") for k in resume["E_B"])
     quick_network().load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+
+
+def test_another_run_s_inspector_probes_sifa_s_translations(trained, matrix, tmp_path):
+    """`--inspector_from`: the SynthMix run's Inspector judges the SIFA run's G_AB. On inputs that
+    do not involve G_AB it answers as in the SynthMix run's own probe; on S_mix it differs."""
+    synthmix, (root, out, _) = trained[0], matrix
+    evaluate = [*QUICK, "configs/evaluate.yaml"]
+    own, foreign = tmp_path / "own", tmp_path / "foreign"
+    bundle_run(root, "evaluating", evaluate, "--ckpt_dir", str(synthmix / "models"), "--output_dir", str(own))
+    bundle_run(
+        root,
+        "evaluating",
+        evaluate,
+        "--method",
+        "sifa",
+        "--ckpt_dir",
+        str(out / "runs" / "sifa" / "models"),
+        "--output_dir",
+        str(foreign),
+        "--inspector_from",
+        str(synthmix / "models"),
+    )
+    own, foreign = (json.loads((d / "inspector" / "metrics.json").read_text())["mean"] for d in (own, foreign))
+    for name in ("source", "target", "unaligned", *ORACLE_INPUTS):
+        assert foreign[f"inspector_accuracy_{name}"] == own[f"inspector_accuracy_{name}"]
+    assert foreign["inspector_accuracy_source_mix"] != own["inspector_accuracy_source_mix"]
 
 
 # In the matrix's order (the rows' order).
@@ -193,6 +223,7 @@ def test_every_row_trains_its_networks_from_the_method_id(matrix, variant, netwo
     if not variant.startswith("abdomen"):
         quick_network().load_state_dict(quick_network_state)
     assert (out / "runs" / variant / "eval" / "inspector").is_dir() == (networks is not None and "I" in networks)
+    assert (out / "runs" / variant / "eval" / "translation").is_dir() == (networks is not None)  # G_AB scored
 
 
 def test_matrix_rows_directions_tasks_and_the_k4_inspector(matrix):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -102,6 +103,7 @@ def test_evaluate_only_scores_the_trained_runs_again(quick_matrix, tmp_path):
     assert metrics.is_file()  # evaluated again from the saved weights, without training
     assert [r["nmae"] for r in again] == pytest.approx([r["nmae"] for r in rows], abs=1e-6)
     assert [r["training_seconds"] for r in again] == [r["training_seconds"] for r in rows]
+    assert "this invocation re-evaluated the trained runs (`--evaluate-only`" in (out / "results.md").read_text()
     with pytest.raises(ValueError, match="has no models/model.pt to evaluate"):
         run_matrix(root, "quick", tmp_path / "empty", evaluate_only=True)
 
@@ -243,3 +245,25 @@ def test_seeds_are_repeats_whose_mean_is_reported(tmp_path):
     assert "| a | 0.2000 | 0.4000 | **0.3000** |" in markdown and "| b | 0.6000 | 0.9000 | **0.7500** |" in markdown
     assert "| no adaptation | 0.5000 | 0.6000 | **0.5500** |" in markdown
     assert (tmp_path / "metrics.png").stat().st_size > 5_000
+
+
+def test_metrics_no_run_measured_are_left_out_of_the_report(tmp_path):
+    # The abdomen rows have no cardiac class Dice (NaN): the table leaves that metric out, the
+    # JSON keeps every column; a metric measured by one run only stays, its other cells NaN.
+    rows = [
+        {"variant": "a", "dice": 0.5, "dice_myocardium": math.nan, "inspector": 0.9, "training_seconds": 1.0},
+        {"variant": "b", "dice": 0.7, "dice_myocardium": math.nan, "inspector": math.nan, "training_seconds": 1.0},
+    ]
+    matrix = {
+        "variants": {"a": {}, "b": {}},
+        "settings": {},
+        "metrics": ["dice", "dice_myocardium", "inspector"],
+        "lower_is_better": [],
+        "baseline": "none",
+    }
+    write_results(rows, matrix, tmp_path, {"bundle": "x", "preset": "cpu", "overlays": [], "seconds": 1.0})
+    markdown = (tmp_path / "results.md").read_text()
+    assert "**DICE**" in markdown and "**INSPECTOR**" in markdown and "| b | nan |" in markdown
+    assert "DICE_MYOCARDIUM" not in markdown
+    assert "dice_myocardium" in (tmp_path / "results.json").read_text()
+    assert matrix["metrics"] == ["dice", "dice_myocardium", "inspector"]  # the caller's matrix is unchanged

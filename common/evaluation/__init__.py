@@ -8,7 +8,7 @@ separates (:func:`evaluate_inspector`)."""
 
 from common.evaluation.critic import evaluate_mi_critic
 from common.evaluation.disentanglement import evaluate_disentanglement
-from common.evaluation.mixing import INSPECTOR_INPUTS, evaluate_inspector
+from common.evaluation.mixing import INSPECTOR_INPUTS, ORACLE_INPUTS, evaluate_inspector
 from common.evaluation.registration import evaluate_registration
 from common.evaluation.report import show_image, summarise, write_json, write_tables
 from common.evaluation.segmentation import SEGMENTATION_METRICS, evaluate_segmenter
@@ -20,6 +20,7 @@ __all__ = [
     "evaluate_disentanglement",
     "evaluate_inspector",
     "INSPECTOR_INPUTS",
+    "ORACLE_INPUTS",
     "evaluate_translation",
     "evaluate_adaptation",
     "evaluate_segmenter",

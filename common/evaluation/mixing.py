@@ -10,11 +10,17 @@ with the truth, per cell, for five kinds of input:
 - ``unaligned``: ``M * x_T + (1 - M) * x_S``, the mixes it is trained on;
 - ``source_mix`` (``S_mix = M * G_AB(x_S) + (1 - M) * x_S``) and ``target_mix``
   (``T_mix = M * x_T + (1 - M) * U_BA(E_B(x_T), x_T)``): the aligned mixes the generators are
-  trained on, where a cell is "target" when it comes from the target domain, real or translated.
+  trained on, where a cell is "target" when it comes from the target domain, real or translated;
+- ``source_mix_oracle`` and ``target_mix_oracle``, where the entries carry a ``reference`` (the
+  same subject rendered in the other domain: the synthetic benchmark's oracle translation): the
+  same aligned mixes with the oracle in place of the network's translation.
 
-An accuracy near 1 on the aligned mixes means the Inspector still tells the translations from
-real images of their domain (the generators have not fooled it); near the accuracy of always
-answering "source" (or "target") means it cannot.
+The truth of an aligned mix is what the generators are trained towards (the paper: ``G_S->T``
+"must generate on par target appearance images which stands out as target patches"): an
+accuracy near 1 means the Inspector takes the translated cells for the domain they were
+translated to (the translations pass it), near the share of untranslated cells (about 0.5)
+means it takes them for the domain they came from. The oracle rows are the same score for a
+perfect translation: what the Inspector can tell at all on aligned mixes.
 """
 
 from __future__ import annotations
@@ -33,12 +39,14 @@ from common.data.io import domain_transform
 from common.data.mixing import MixMode, domain_map, draw_ratios, make_mask, mix
 from common.evaluation.report import as_slices, show_image, summarise, write_tables
 
-__all__ = ["evaluate_inspector", "INSPECTOR_INPUTS"]
+__all__ = ["evaluate_inspector", "INSPECTOR_INPUTS", "ORACLE_INPUTS"]
 
 logger = logging.getLogger(__name__)
 
 #: The inputs the Inspector is probed on, in the figure's order.
 INSPECTOR_INPUTS = ("source", "target", "unaligned", "source_mix", "target_mix")
+#: The aligned mixes with the oracle translation, probed where every entry has a ``reference``.
+ORACLE_INPUTS = ("source_mix_oracle", "target_mix_oracle")
 
 
 @torch.no_grad()
@@ -62,9 +70,11 @@ def evaluate_inspector(
         generator: ``G_AB``, source to target.
         encoder: ``E_B`` (returns the features first).
         decoder: ``U_BA`` (features and the encoded image to the source domain).
-        datalist: a loaded datalist (images only are read: no labels).
+        datalist: a loaded datalist (images and, where every entry of the split has one, the
+            ``reference`` are read: no labels).
         output_dir: where ``metrics.json``/``metrics.csv`` (``inspector_accuracy_<input>`` per
-            volume pair) and ``mixes.png`` go.
+            volume pair, ``INSPECTOR_INPUTS`` and, with references, ``ORACLE_INPUTS``) and
+            ``mixes.png`` go.
         k: cells per side of the mask (the Inspector's).
         split: the split of both domains.
         device: where to run.
@@ -76,6 +86,7 @@ def evaluate_inspector(
     """
     sources, targets = entries(datalist, "source", split), entries(datalist, "target", split)
     pairs = min(len(sources), len(targets))
+    oracle = all("reference" in e for e in sources[:pairs] + targets[:pairs])
     loaded = {
         domain: CacheDataset(
             [{"image": e["image"]} for e in items[:pairs]],
@@ -84,6 +95,13 @@ def evaluate_inspector(
         )
         for domain, items in (("source", sources), ("target", targets))
     }
+    if oracle:  # each subject rendered in the other domain, normalised as that domain
+        for domain, other, items in (("source", "target", sources), ("target", "source", targets)):
+            loaded[f"{domain}_reference"] = CacheDataset(
+                [{"image": e["reference"]} for e in items[:pairs]],
+                domain_transform(datalist, other, ("image",)),
+                progress=False,
+            )
     networks = (inspector, generator, encoder, decoder)
     modes = [n.training for n in networks]
     for network in networks:
@@ -104,6 +122,11 @@ def evaluate_inspector(
             "source_mix": (mix(x_s, generator(x_s).float(), mask), mask),
             "target_mix": (mix(decoder(encoder(x_t)[0], x_t).float(), x_t, mask), mask),
         }
+        if oracle:
+            r_s = as_slices(loaded["source_reference"][index]["image"]).to(device)[:depth]
+            r_t = as_slices(loaded["target_reference"][index]["image"]).to(device)[:depth]
+            inputs["source_mix_oracle"] = (mix(x_s, r_s, mask), mask)
+            inputs["target_mix_oracle"] = (mix(r_t, x_t, mask), mask)
         row, maps = {"volume": Path(sources[index]["image"]).name}, {}
         for name, (image, truth) in inputs.items():
             probability = torch.sigmoid(inspector(image)[0].float())
