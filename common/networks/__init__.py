@@ -1,7 +1,8 @@
 """Networks not in MONAI as such: the CycleGAN ResNet generator, a patch discriminator pooled to
 one score per image (RegGAN), RegGAN's registration networks (the public code's residual U-Net, MONAI's LocalNet), MI2GAN's content
 auto-encoders, DADR's disentangled content/style networks (MUNIT), SIFA's encoder, segmenters and
-decoder, SynthMix's Mixup Inspector, and a translate-then-segment pipeline."""
+decoder, SynthMix's Mixup Inspector, the domain-conditioned style-transfer subnet of global-local
+alignment, and a translate-then-segment pipeline."""
 
 from common.networks.autoencoders import ContentDecoder, ContentEncoder
 from common.networks.discriminators import PooledPatchDiscriminator, patch_layers, patch_receptive_field
@@ -14,6 +15,13 @@ from common.networks.disentangled import (
     StyleEncoder,
 )
 from common.networks.generators import ResnetGenerator, init_normal
+from common.networks.global_local import (
+    DomainDecoder,
+    DomainEncoder,
+    DomainPatchDiscriminator,
+    StyleTransferNetwork,
+    one_hot_domain,
+)
 from common.networks.pipeline import TranslateThenSegment, sub_state_dict
 from common.networks.registration import RegistrationNetwork, ResUNetRegistration, registration_network
 from common.networks.sifa import (
@@ -52,4 +60,9 @@ __all__ = [
     "SIFADecoder",
     "SIFAResidualBlock",
     "MixupInspector",
+    "DomainEncoder",
+    "DomainDecoder",
+    "StyleTransferNetwork",
+    "DomainPatchDiscriminator",
+    "one_hot_domain",
 ]

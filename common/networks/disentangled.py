@@ -26,6 +26,7 @@ __all__ = [
     "DisentangledContentEncoder",
     "StyleEncoder",
     "AdaINDecoder",
+    "AdaINResidualBlock",
     "MultiScaleDiscriminator",
     "NeutralStyle",
     "ContentOnlyImage",
@@ -156,7 +157,7 @@ class StyleEncoder(nn.Module):
         return style
 
 
-class _AdaINResidualBlock(nn.Module):
+class AdaINResidualBlock(nn.Module):
     """MUNIT's residual block with AdaIN: ``x + AdaIN(conv(ReLU(AdaIN(conv(x)))))``."""
 
     def __init__(self, channels: int) -> None:
@@ -218,7 +219,7 @@ class AdaINDecoder(nn.Module):
         _check_positive(type(self).__name__, out_channels=out_channels, channels=channels, style_dim=style_dim)
         if channels % 2**n_upsampling:
             raise ValueError(f"AdaINDecoder: `channels` ({channels}) must be divisible by 2**n_upsampling.")
-        self.blocks = nn.ModuleList(_AdaINResidualBlock(channels) for _ in range(n_res))
+        self.blocks = nn.ModuleList(AdaINResidualBlock(channels) for _ in range(n_res))
         self.mlp = nn.Sequential(
             nn.Linear(style_dim, mlp_dim),
             nn.ReLU(inplace=True),
