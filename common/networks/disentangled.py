@@ -27,6 +27,7 @@ __all__ = [
     "StyleEncoder",
     "AdaINDecoder",
     "AdaINResidualBlock",
+    "adain_mlp",
     "MultiScaleDiscriminator",
     "NeutralStyle",
     "ContentOnlyImage",
@@ -157,6 +158,29 @@ class StyleEncoder(nn.Module):
         return style
 
 
+def adain_mlp(style_dim: int, mlp_dim: int, n_res: int, channels: int) -> nn.Sequential:
+    """MUNIT's MLP from a style code to the AdaIN parameters of ``n_res`` residual blocks:
+    ``style_dim -> mlp_dim -> mlp_dim -> 4 * n_res * channels`` with ReLU (per block, two AdaIN
+    layers' biases and scales).
+
+    Args:
+        style_dim: the input's length (a style code, or a one-hot domain label).
+        mlp_dim: hidden units.
+        n_res: AdaIN residual blocks.
+        channels: their channels.
+
+    Returns:
+        The MLP.
+    """
+    return nn.Sequential(
+        nn.Linear(style_dim, mlp_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(mlp_dim, mlp_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(mlp_dim, 4 * n_res * channels),
+    )
+
+
 class AdaINResidualBlock(nn.Module):
     """MUNIT's residual block with AdaIN: ``x + AdaIN(conv(ReLU(AdaIN(conv(x)))))``."""
 
@@ -220,13 +244,7 @@ class AdaINDecoder(nn.Module):
         if channels % 2**n_upsampling:
             raise ValueError(f"AdaINDecoder: `channels` ({channels}) must be divisible by 2**n_upsampling.")
         self.blocks = nn.ModuleList(AdaINResidualBlock(channels) for _ in range(n_res))
-        self.mlp = nn.Sequential(
-            nn.Linear(style_dim, mlp_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(mlp_dim, mlp_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(mlp_dim, 4 * n_res * channels),
-        )
+        self.mlp = adain_mlp(style_dim, mlp_dim, n_res, channels)
         up: list[nn.Module] = []
         width = channels
         for _ in range(n_upsampling):

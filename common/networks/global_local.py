@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from monai.networks.nets import PatchDiscriminator
 from torch import nn
 
-from common.networks.disentangled import AdaINDecoder, AdaINResidualBlock, _conv, init_kaiming
+from common.networks.disentangled import AdaINDecoder, AdaINResidualBlock, _conv, adain_mlp, init_kaiming
 
 __all__ = ["DomainEncoder", "DomainDecoder", "StyleTransferNetwork", "DomainPatchDiscriminator", "one_hot_domain"]
 
@@ -84,13 +84,7 @@ class DomainEncoder(nn.Module):
         self.down = nn.Sequential(*layers)
         self.out_channels = channels * 2**n_downsampling
         self.blocks = nn.ModuleList(AdaINResidualBlock(self.out_channels) for _ in range(n_res))
-        self.mlp = nn.Sequential(
-            nn.Linear(num_domains, mlp_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(mlp_dim, mlp_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(mlp_dim, 4 * n_res * self.out_channels),
-        )
+        self.mlp = adain_mlp(num_domains, mlp_dim, n_res, self.out_channels)
         self.num_domains = num_domains
         self.apply(init_kaiming)
 
