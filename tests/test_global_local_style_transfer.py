@@ -1,0 +1,200 @@
+"""The style-transfer subnet of global-local alignment and its trainer (stage 1): the domain label
+conditions the encoder and the decoder through AdaIN (per-channel style statistics change, the
+normalised content does not), the domain-conditional PatchGAN reads the image's own domain, the
+translator scripts; the trainer's losses and weights, its update order, and that it reads no label."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from common.engines import StyleTransferTrainer
+from common.networks import DomainPatchDiscriminator, StyleTransferNetwork, one_hot_domain
+
+C, N_RES = 8, 2
+
+
+@pytest.fixture(scope="module")
+def network() -> StyleTransferNetwork:
+    torch.manual_seed(0)
+    return StyleTransferNetwork(1, channels=C, n_sampling=2, n_res=N_RES, mlp_dim=32).eval()
+
+
+def test_shapes_and_the_translation_direction(network):
+    x = torch.randn(3, 1, 32, 32)
+    source, target = torch.zeros(3, dtype=torch.long), torch.ones(3, dtype=torch.long)
+    content = network.encoder(x, source)
+    assert content.shape == (3, 4 * C, 8, 8)
+    with torch.no_grad():
+        fake = network(x)
+        assert fake.shape == x.shape and fake.abs().max() <= 1
+        assert torch.equal(fake, network.translate(x, source, target))  # forward: domain 0 to 1
+        assert not torch.allclose(fake, network.translate(x, source, source))  # x_ii differs from x_ij
+    with pytest.raises(ValueError, match=r"Domain labels must lie in \[0, 2\), got labels from 0 to 2"):
+        network.encoder(x, torch.tensor([0, 1, 2]))
+
+
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_the_label_sets_each_channel_s_statistics_and_leaves_the_normalised_map(network, part):
+    """In the first AdaIN layer of each network, the label's MLP output is the per-channel bias
+    (mean over the map) and scale (std); the instance-normalised maps are the same for both labels."""
+    torch.manual_seed(1)
+    x = torch.randn(2, 1, 32, 32)
+    if part == "encoder":
+        features, mlp, block = network.encoder.down(x), network.encoder.mlp, network.encoder.blocks[0]
+    else:
+        features = network.encoder(x, torch.zeros(2, dtype=torch.long))
+        mlp, block = network.decoder.decoder.mlp, network.decoder.decoder.blocks[0]
+    channels = block.channels
+    h = block.conv1(features)
+    outputs = {}
+    for label in (0, 1):
+        params = mlp(one_hot_domain(torch.full((2,), label), 2))[:, : 2 * channels]
+        bias, scale = params[:, :channels], params[:, channels:]
+        out = block.adain(h, params)
+        assert torch.allclose(out.mean((2, 3)), bias, atol=1e-4)
+        assert torch.allclose(out.std((2, 3), unbiased=False), scale.abs(), atol=1e-3, rtol=1e-3)
+        outputs[label] = (out - bias[:, :, None, None]) / scale[:, :, None, None]
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-4)  # the content: one normalised map
+    assert not torch.allclose(mlp(one_hot_domain(torch.tensor([0]), 2)), mlp(one_hot_domain(torch.tensor([1]), 2)))
+
+
+def test_decoding_one_content_in_two_domains_changes_the_image(network):
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        content = network.encoder(x, torch.zeros(2, dtype=torch.long))
+        zero = network.decoder(content, torch.zeros(2, dtype=torch.long))
+        one = network.decoder(content, torch.ones(2, dtype=torch.long))
+    assert (zero - one).abs().mean() > 1e-3
+
+
+def test_the_discriminator_reads_each_image_s_own_domain():
+    torch.manual_seed(0)
+    critic = DomainPatchDiscriminator(1, num_domains=2, channels=8)
+    x = torch.randn(4, 1, 32, 32)
+    both = critic.patch(x)[-1]  # (B, 2, h, w): one map per domain
+    domain = torch.tensor([0, 1, 1, 0])
+    scores = critic(x, domain)
+    assert scores.shape == (4, 1, *both.shape[2:])
+    for i, d in enumerate(domain.tolist()):
+        assert torch.equal(scores[i, 0], both[i, d])
+    assert not torch.allclose(critic(x, 1 - domain), scores)
+
+
+def test_gradients_reach_both_mlps_through_a_translation(network):
+    model = StyleTransferNetwork(1, channels=C, n_res=N_RES, mlp_dim=32)
+    model(torch.randn(2, 1, 32, 32)).mean().backward()
+    assert model.encoder.mlp[0].weight.grad.abs().sum() > 0
+    assert model.decoder.decoder.mlp[0].weight.grad.abs().sum() > 0
+
+
+def test_the_translator_scripts_for_export(network):
+    x = torch.randn(2, 1, 32, 32)
+    scripted = torch.jit.script(network)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), network(x), atol=1e-6)
+
+
+# ---- Stage 1's trainer -------------------------------------------------------------------------
+
+
+class NoLabels(dict):
+    """A batch that fails the test if the trainer reads any label (stage 1 needs images only)."""
+
+    def __getitem__(self, key):
+        if "label" in key:
+            raise AssertionError(f"the trainer read {key}")
+        return super().__getitem__(key)
+
+
+def stage1_networks(seed=0):
+    torch.manual_seed(seed)
+    translator = StyleTransferNetwork(1, channels=4, n_sampling=2, n_res=1, mlp_dim=16)
+    return {"G_E": translator.encoder, "G_D": translator.decoder, "D": DomainPatchDiscriminator(1, channels=4)}
+
+
+def stage1_trainer(batches, nets, **kwargs):
+    optimizers = {
+        "generator": torch.optim.Adam(
+            [*nets["G_E"].parameters(), *nets["G_D"].parameters()], 2e-4, betas=(0.5, 0.999), weight_decay=1e-4
+        ),
+        "discriminator": torch.optim.Adam(nets["D"].parameters(), 2e-4, betas=(0.5, 0.999), weight_decay=1e-4),
+    }
+    return StyleTransferTrainer("cpu", 1, batches, nets, optimizers, **kwargs)
+
+
+def stage1_batch(seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return NoLabels(
+        {
+            "source_image": torch.rand(2, 1, 32, 32, generator=generator) * 2 - 1,
+            "target_image": torch.rand(2, 1, 32, 32, generator=generator) * 2 - 1,
+            "source_label": torch.zeros(2, 1, 32, 32),
+            "target_label": torch.zeros(2, 1, 32, 32),
+        }
+    )
+
+
+def test_stage1_losses_are_the_papers_terms_and_weights():
+    """The logged losses recomputed from copies of the networks: 20 x image reconstruction, 20 x
+    cycle, 1 x content reconstruction, 1 x LSGAN on the translations judged against the domain
+    they were translated to; then D on real images and the translations, weight 1."""
+    nets, data = stage1_networks(), stage1_batch()
+    r = copy.deepcopy(nets)
+    trainer = stage1_trainer([data], nets)
+    trainer.run()
+    values = trainer.state.output["loss"]
+    x_s, x_t = data["source_image"], data["target_image"]
+    zero, one = torch.zeros(2, dtype=torch.long), torch.ones(2, dtype=torch.long)
+    with torch.no_grad():
+        c_s, c_t = r["G_E"](x_s, zero), r["G_E"](x_t, one)
+        x_st, x_ts = r["G_D"](c_s, one), r["G_D"](c_t, zero)
+        c_st, c_ts = r["G_E"](x_st, one), r["G_E"](x_ts, zero)
+        expected = {
+            "image_S": 20 * (r["G_D"](c_s, zero) - x_s).abs().mean(),
+            "image_T": 20 * (r["G_D"](c_t, one) - x_t).abs().mean(),
+            "cycle_S": 20 * (r["G_D"](c_st, zero) - x_s).abs().mean(),
+            "cycle_T": 20 * (r["G_D"](c_ts, one) - x_t).abs().mean(),
+            "content_S": (c_st - c_s).abs().mean(),
+            "content_T": (c_ts - c_t).abs().mean(),
+            "adv_ST": ((r["D"](x_st, one) - 1) ** 2).mean(),
+            "adv_TS": ((r["D"](x_ts, zero) - 1) ** 2).mean(),
+        }
+        d = (
+            ((r["D"](x_s, zero) - 1) ** 2).mean()
+            + ((r["D"](x_t, one) - 1) ** 2).mean()
+            + (r["D"](x_ts, zero) ** 2).mean()
+            + (r["D"](x_st, one) ** 2).mean()
+        )
+    for name, value in expected.items():
+        assert values[name] == pytest.approx(float(value), rel=1e-4, abs=1e-6), name
+    assert values["D"] == pytest.approx(float(d), rel=1e-4)
+    # The weights are the trainer's: doubling one doubles its terms only.
+    again = stage1_trainer([data], stage1_networks(), lambda_cycle=40.0)
+    again.run()
+    doubled = again.state.output["loss"]
+    assert doubled["cycle_S"] == pytest.approx(2 * values["cycle_S"], rel=1e-4)
+    assert doubled["image_S"] == pytest.approx(values["image_S"], rel=1e-4)
+
+
+def test_stage1_steps_the_generator_with_d_frozen_then_d():
+    nets = stage1_networks()
+    trainer = stage1_trainer([stage1_batch()], nets)
+    seen = {}
+    step_g = trainer.optimizers["generator"].step
+
+    def spy(*args, **kwargs):
+        seen["d_grads"] = [p.grad for p in nets["D"].parameters()]
+        seen["d_untouched"] = trainer.optimizers["discriminator"].state == {}
+        return step_g(*args, **kwargs)
+
+    trainer.optimizers["generator"].step = spy
+    before = {n: copy.deepcopy(nets[n].state_dict()) for n in nets}
+    trainer.run()
+    assert all(g is None for g in seen["d_grads"]) and seen["d_untouched"]
+    for name in nets:  # each network changed, by its own step
+        assert any(not torch.equal(before[name][k], v) for k, v in nets[name].state_dict().items()), name
+    with pytest.raises(ValueError, match="Unknown"):
+        stage1_trainer([stage1_batch()], stage1_networks(), adversarial_criterion="wgan")
