@@ -6,12 +6,20 @@ translator scripts; the trainer's losses and weights, its update order, and that
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 
 from common.engines import StyleTransferTrainer
-from common.networks import DomainPatchDiscriminator, StyleTransferNetwork, one_hot_domain
+from common.networks import (
+    DeepLabSegmenter,
+    DomainPatchDiscriminator,
+    PixelDiscriminator,
+    StyleTransferNetwork,
+    local_feature_mask,
+    one_hot_domain,
+)
 
 C, N_RES = 8, 2
 
@@ -198,3 +206,50 @@ def test_stage1_steps_the_generator_with_d_frozen_then_d():
         assert any(not torch.equal(before[name][k], v) for k, v in nets[name].state_dict().items()), name
     with pytest.raises(ValueError, match="Unknown"):
         stage1_trainer([stage1_batch()], stage1_networks(), adversarial_criterion="wgan")
+
+
+# ---- Stage 2's networks and the local feature mask -------------------------------------------------
+
+
+def small_segmenter() -> DeepLabSegmenter:
+    torch.manual_seed(0)
+    return DeepLabSegmenter(1, 5, layers=(1, 1, 1, 1), block_inplanes=(8, 16, 32, 64), aspp_channels=16)
+
+
+def test_deeplab_is_a_dilated_resnet_at_output_stride_8():
+    segmenter = small_segmenter()
+    x = torch.randn(2, 1, 64, 64)
+    features = segmenter.features(x)
+    assert features.shape == (2, 4 * 64, 8, 8) and segmenter.features.out_channels == 256
+    assert segmenter(x).shape == (2, 5, 64, 64)
+    for stage, dilation in ((segmenter.features.stages[2], 2), (segmenter.features.stages[3], 4)):
+        convs = [m for m in stage.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert all(c.stride == (1, 1) for c in convs)  # strides replaced by dilation
+        assert {c.dilation for c in convs if c.kernel_size == (3, 3)} == {(dilation, dilation)}
+    full = DeepLabSegmenter(1, 5)  # ResNet50: 3 + 4 + 6 + 3 bottlenecks, 2048 feature channels
+    assert full.features.out_channels == 2048
+    assert sum(1 for m in full.features.modules() if type(m).__name__ == "ResNetBottleneck") == 16
+    scripted = torch.jit.script(segmenter.eval())
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), segmenter(x), atol=1e-5)
+
+
+def test_the_pixel_discriminator_scores_every_feature_location():
+    features = small_segmenter().features(torch.randn(2, 1, 64, 64))
+    assert PixelDiscriminator(256, 32)(features).shape == (2, 1, 8, 8)
+
+
+def test_the_local_mask_is_the_normalised_entropy_of_d1_in_0_1_without_gradients():
+    logits = torch.linspace(-30, 30, 61).view(1, 1, 1, 61).requires_grad_(True)
+    mask = local_feature_mask(logits)
+    assert mask.shape == logits.shape and not mask.requires_grad
+    assert float(mask.min()) >= 0 and float(mask.max()) <= 1
+    assert float(mask[..., 30]) == pytest.approx(1.0)  # p = 0.5: D1 cannot tell, entropy log 2
+    assert float(mask[..., 0]) < 1e-9 and float(mask[..., -1]) < 1e-9  # D1 certain either way
+    p = torch.sigmoid(logits[..., 20].detach().double())  # the reference in float64
+    expected = -(p * p.log() + (1 - p) * (1 - p).log()) / math.log(2)
+    assert float(mask[..., 20]) == pytest.approx(float(expected), rel=1e-5)
+    assert torch.allclose(mask, mask.flip(-1))  # symmetric in the two domains
+    assert torch.allclose(local_feature_mask(logits, "certainty"), 1 - mask)
+    with pytest.raises(ValueError, match="Unknown local mask 'attention'; expected one of entropy, certainty"):
+        local_feature_mask(logits, "attention")

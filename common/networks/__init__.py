@@ -16,10 +16,16 @@ from common.networks.disentangled import (
 )
 from common.networks.generators import ResnetGenerator, init_normal
 from common.networks.global_local import (
+    DeepLabFeatureExtractor,
+    DeepLabLabelPredictor,
+    DeepLabSegmenter,
     DomainDecoder,
     DomainEncoder,
     DomainPatchDiscriminator,
+    LocalMask,
+    PixelDiscriminator,
     StyleTransferNetwork,
+    local_feature_mask,
     one_hot_domain,
 )
 from common.networks.pipeline import TranslateThenSegment, sub_state_dict
@@ -65,4 +71,10 @@ __all__ = [
     "StyleTransferNetwork",
     "DomainPatchDiscriminator",
     "one_hot_domain",
+    "DeepLabFeatureExtractor",
+    "DeepLabLabelPredictor",
+    "DeepLabSegmenter",
+    "PixelDiscriminator",
+    "LocalMask",
+    "local_feature_mask",
 ]

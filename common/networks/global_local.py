@@ -12,17 +12,39 @@ convolutions with instance norm, then AdaIN residual blocks; the decoder is
 :class:`~common.networks.disentangled.AdaINDecoder` with the one-hot domain label as its style
 code. The discriminator is MONAI's ``PatchDiscriminator`` with one output channel per domain,
 of which the image's domain is read (StarGAN v2's multi-task discriminator).
+
+Stage 2's networks: the segmenter ``S`` (DeepLab-ResNet50 from MONAI's ``ResNet`` and
+``SimpleASPP``, no torchvision), split into the feature extractor ``S_E`` and the label
+predictor ``S_P``; ``D1``, a pixel-wise discriminator on ``S_E``'s features, whose per-location
+uncertainty forms the local feature mask (:func:`local_feature_mask`); ``D2``, the output-space
+discriminator, is MONAI's ``PatchDiscriminator`` on the softmax outputs (AdaptSegNet's).
 """
 
 # No `from __future__ import annotations`: TorchScript (the bundle export) reads the annotations.
+import math
+
 import torch
 import torch.nn.functional as F
-from monai.networks.nets import PatchDiscriminator
+from monai.networks.blocks import SimpleASPP
+from monai.networks.nets import PatchDiscriminator, ResNet
+from monai.utils.enums import StrEnum
 from torch import nn
 
 from common.networks.disentangled import AdaINDecoder, AdaINResidualBlock, _conv, adain_mlp, init_kaiming
 
-__all__ = ["DomainEncoder", "DomainDecoder", "StyleTransferNetwork", "DomainPatchDiscriminator", "one_hot_domain"]
+__all__ = [
+    "DomainEncoder",
+    "DomainDecoder",
+    "StyleTransferNetwork",
+    "DomainPatchDiscriminator",
+    "one_hot_domain",
+    "DeepLabFeatureExtractor",
+    "DeepLabLabelPredictor",
+    "DeepLabSegmenter",
+    "PixelDiscriminator",
+    "LocalMask",
+    "local_feature_mask",
+]
 
 
 def one_hot_domain(domain: torch.Tensor, num_domains: int) -> torch.Tensor:
@@ -259,3 +281,204 @@ class DomainPatchDiscriminator(nn.Module):
         logits = self.patch(x)[-1]
         index = one_hot_domain(domain, self.num_domains).to(logits.dtype)[:, :, None, None]
         return (logits * index).sum(1, keepdim=True)
+
+
+# ---- Stage 2: the segmentation subnet and the dual discriminators --------------------------------
+
+
+class DeepLabFeatureExtractor(nn.Module):
+    """``S_E``: DeepLab's dilated ResNet from MONAI's ``ResNet`` (bottleneck blocks; ResNet50 is
+    ``layers=(3, 4, 6, 3)``, ``block_inplanes=(64, 128, 256, 512)``): a 7x7 stride-2 stem, max
+    pooling and the four stages, the last two with their strides replaced by dilation 2 and 4
+    (DeepLab's output stride 8); no pooling or classifier. Trained from scratch (the paper).
+
+    Args:
+        in_channels: image channels.
+        layers: bottleneck blocks per stage.
+        block_inplanes: the stages' widths (features: ``4 * block_inplanes[-1]`` channels).
+
+    Shapes:
+        ``(B, in_channels, H, W) -> (B, 4 * block_inplanes[-1], H / 8, W / 8)``; ``H``, ``W``
+        divisible by 8.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        layers: tuple[int, int, int, int] = (3, 4, 6, 3),
+        block_inplanes: tuple[int, int, int, int] = (64, 128, 256, 512),
+    ) -> None:
+        super().__init__()
+        resnet = ResNet(
+            "bottleneck",
+            list(layers),
+            list(block_inplanes),
+            spatial_dims=2,
+            n_input_channels=in_channels,
+            conv1_t_size=7,
+            conv1_t_stride=2,
+            feed_forward=False,
+        )
+        for stage, dilation in ((resnet.layer3, 2), (resnet.layer4, 4)):
+            for module in stage.modules():
+                if isinstance(module, nn.Conv2d) and module.stride != (1, 1):
+                    module.stride = (1, 1)  # the first block's 3x3 conv and its shortcut
+                if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3):
+                    module.dilation, module.padding = (dilation, dilation), (dilation, dilation)
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.act, resnet.maxpool)
+        self.stages = nn.Sequential(resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
+        self.out_channels = 4 * block_inplanes[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Extracts the features.
+
+        Args:
+            x: images ``(B, in_channels, H, W)``.
+
+        Returns:
+            Features at 1/8 of the image size.
+        """
+        return self.stages(self.stem(x))
+
+
+class DeepLabLabelPredictor(nn.Module):
+    """``S_P``: MONAI's ``SimpleASPP`` (a 1x1 and three 3x3 convolutions dilated 6, 12 and 18, in
+    parallel, concatenated and fused by a 1x1 convolution) and a 1x1 convolution to the class
+    logits, bilinearly upsampled by ``upsample`` (8: back to the image size).
+
+    Args:
+        in_channels: feature channels (``DeepLabFeatureExtractor.out_channels``).
+        num_classes: classes, background included.
+        aspp_channels: each ASPP branch's channels.
+        upsample: the logits' upsampling factor.
+
+    Shapes:
+        ``(B, in_channels, h, w) -> (B, num_classes, h * upsample, w * upsample)``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, aspp_channels: int = 256, upsample: int = 8) -> None:
+        super().__init__()
+        self.aspp = SimpleASPP(2, in_channels, aspp_channels, kernel_sizes=(1, 3, 3, 3), dilations=(1, 6, 12, 18))
+        self.classifier = nn.Conv2d(4 * aspp_channels, num_classes, 1)
+        self.upsample = upsample
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Predicts the class logits.
+
+        Args:
+            features: ``(B, in_channels, h, w)``.
+
+        Returns:
+            Logits at ``upsample`` times the features' size.
+        """
+        logits = self.classifier(self.aspp(features))
+        return F.interpolate(logits, scale_factor=float(self.upsample), mode="bilinear", align_corners=False)
+
+
+class DeepLabSegmenter(nn.Module):
+    """``S = S_P(S_E(x))``: the segmentation network whose two parts stage 2 trains and re-weights
+    between (the release network of the target segmenter).
+
+    Args:
+        in_channels: image channels.
+        num_classes: classes, background included.
+        layers: ``DeepLabFeatureExtractor``'s blocks per stage.
+        block_inplanes: its stages' widths.
+        aspp_channels: ``DeepLabLabelPredictor``'s branch channels.
+
+    Shapes:
+        ``(B, in_channels, H, W) -> (B, num_classes, H, W)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 5,
+        layers: tuple[int, int, int, int] = (3, 4, 6, 3),
+        block_inplanes: tuple[int, int, int, int] = (64, 128, 256, 512),
+        aspp_channels: int = 256,
+    ) -> None:
+        super().__init__()
+        self.features = DeepLabFeatureExtractor(in_channels, layers, block_inplanes)
+        self.predictor = DeepLabLabelPredictor(self.features.out_channels, num_classes, aspp_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Segments a batch.
+
+        Args:
+            x: images ``(B, in_channels, H, W)``.
+
+        Returns:
+            Class logits ``(B, num_classes, H, W)``.
+        """
+        return self.predictor(self.features(x))
+
+
+class PixelDiscriminator(nn.Module):
+    """``D1``: a pixel-wise domain discriminator on feature maps, 1x1 convolutions (``channels``,
+    then halving, leaky ReLU 0.2) to one logit per location: whether the feature there comes from
+    the target. Its per-location uncertainty forms the local feature mask
+    (:func:`local_feature_mask`).
+
+    Args:
+        in_channels: feature channels.
+        channels: the first hidden layer's channels.
+        num_layers: hidden layers.
+
+    Shapes:
+        ``(B, in_channels, h, w) -> (B, 1, h, w)``.
+    """
+
+    def __init__(self, in_channels: int, channels: int = 256, num_layers: int = 2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_channels
+        for level in range(num_layers):
+            layers += [nn.Conv2d(width, channels // 2**level, 1), nn.LeakyReLU(0.2, inplace=True)]
+            width = channels // 2**level
+        self.model = nn.Sequential(*layers, nn.Conv2d(width, 1, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Scores every location.
+
+        Args:
+            features: ``(B, in_channels, h, w)``.
+
+        Returns:
+            Logits ``(B, 1, h, w)``.
+        """
+        return self.model(features)
+
+
+class LocalMask(StrEnum):
+    """How ``D1``'s per-location probability ``p`` becomes the local feature mask (in [0, 1])."""
+
+    ENTROPY = "entropy"  # H(p) / log 2: high where D1 is unsure (the paper's "uncertainty")
+    CERTAINTY = "certainty"  # 1 - H(p) / log 2: high where D1 still tells the domains apart (a larger local gap)
+
+
+def local_feature_mask(logits: torch.Tensor, mode: str = LocalMask.ENTROPY) -> torch.Tensor:
+    """The local feature mask from ``D1``'s logits: the normalised binary entropy of its
+    probability (``entropy``) or one minus it (``certainty``), per location, in [0, 1]. It is a
+    weight, not a path for gradients: computed without them.
+
+    Args:
+        logits: ``D1``'s output ``(B, 1, h, w)``.
+        mode: :class:`LocalMask`.
+
+    Returns:
+        The mask ``(B, 1, h, w)``, detached.
+
+    Raises:
+        ValueError: an unknown mode.
+    """
+    if mode not in list(LocalMask):
+        raise ValueError(f"Unknown local mask {mode!r}; expected one of {', '.join(LocalMask)}.")
+    with torch.no_grad():
+        logits = logits.float()
+        # H(p) = -p log p - (1 - p) log(1 - p) with p = sigmoid(l) and 1 - p = sigmoid(-l): finite
+        # and symmetric in the two domains to the last bit, where 1 - p in float32 would not be
+        entropy = -(torch.sigmoid(logits) * F.logsigmoid(logits) + torch.sigmoid(-logits) * F.logsigmoid(-logits))
+        entropy = entropy / math.log(2.0)
+        entropy = entropy.clamp(0.0, 1.0)
+    return entropy if mode == LocalMask.ENTROPY else 1.0 - entropy
