@@ -4,7 +4,7 @@ validation during training."""
 from common.engines.base import MultiNetworkTrainer, check_choice, distributed, is_main_process, loss_output, unwrap
 from common.engines.cyclegan import CycleGANTrainer, DiscriminatorReduction
 from common.engines.dadr import DADR_METHODS, DADRTrainer, StyleSource, check_dadr_method
-from common.engines.global_local import SOURCE_DOMAIN, TARGET_DOMAIN, StyleTransferTrainer
+from common.engines.global_local import SOURCE_DOMAIN, TARGET_DOMAIN, LocalAlignmentTrainer, StyleTransferTrainer
 from common.engines.mi2gan import MI2GANTrainer, MIMarginal
 from common.engines.reggan import RegGANMode, RegGANTrainer
 from common.engines.sifa import SIFATrainer
@@ -34,6 +34,7 @@ __all__ = [
     "InspectorLoss",
     "SYNTHMIX_METHODS",
     "StyleTransferTrainer",
+    "LocalAlignmentTrainer",
     "SOURCE_DOMAIN",
     "TARGET_DOMAIN",
     "Stage",

@@ -1,6 +1,9 @@
-"""Stage 1 of global-local union alignment (Su et al., "Mind the Gap"), the global alignment: a
-style-transfer subnet whose one encoder and one decoder are conditioned on the domain label,
-trained as a MONAI trainer.
+"""Global-local union alignment (Su et al., "Mind the Gap") as two MONAI trainers. Stage 1, the
+global alignment (:class:`StyleTransferTrainer`): a style-transfer subnet whose one encoder and
+one decoder are conditioned on the domain label. Stage 2, the local alignment
+(:class:`LocalAlignmentTrainer`): the segmenter on translated source images and target images
+with a feature-space discriminator ``D1``, whose uncertainty masks the target features, and an
+output-space discriminator ``D2``.
 
 Our text of the paper lost the stage-1 loss equations; the prose names the terms and their
 weights ("lambda_rec.im = lambda_cyc = 20, lambda_rec.c = lambda_adv = 1") and cites StarGAN and
@@ -22,11 +25,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from common.engines.base import MultiNetworkTrainer
 from common.losses import AdversarialLoss
+from common.networks.global_local import LocalMask, local_feature_mask, reweight_features
 
-__all__ = ["StyleTransferTrainer", "SOURCE_DOMAIN", "TARGET_DOMAIN"]
+__all__ = ["StyleTransferTrainer", "LocalAlignmentTrainer", "SOURCE_DOMAIN", "TARGET_DOMAIN"]
 
 #: The domain labels: the labelled source is 0, the target 1.
 SOURCE_DOMAIN, TARGET_DOMAIN = 0, 1
@@ -163,3 +168,140 @@ class StyleTransferTrainer(MultiNetworkTrainer):
             "cycle_T": cycle_t,
         }
         return {"loss": {**g_values, **d_values}, "images": {k: v.detach() for k, v in images.items()}}
+
+
+class LocalAlignmentTrainer(MultiNetworkTrainer):
+    """Stage 2, the local alignment: the segmenter ``S = S_P(S_E(.))`` on translated source
+    images and target images, with ``D1`` on ``S_E``'s features and ``D2`` on ``S``'s outputs.
+
+    Networks: ``S_E``, ``S_P``, ``D1`` (logit per feature location: target 1, source 0), ``D2``
+    (output space, softmax in). Optimisers: ``segmenter`` (``S_E`` and ``S_P``; the paper's
+    SGD 0.9, weight decay 5e-4, poly 0.9) and ``discriminators`` (``D1`` and ``D2``; Adam
+    (0.9, 0.99)). With ``x_ST`` the source images translated by the frozen stage-1 ``translator``
+    (or as they are without one), one iteration is:
+
+    1. segmenter step with ``D1``, ``D2`` frozen: ``f_ST = S_E(x_ST)``, ``p_ST = S_P(f_ST)``,
+       ``L_seg`` = cross entropy with the source labels; ``f_T = S_E(x_T)``; the local feature
+       mask ``M`` from ``D1(f_T)`` (:func:`~common.networks.local_feature_mask`, detached);
+       ``p_T = S_P((1 + M) f_T)``; ``L_adv^D1`` = the mean over locations of
+       ``(1 + M) BCE(D1(f_T), source)`` (the local adversarial loss, re-weighted by the mask);
+       ``L_adv^D2 = BCE(D2(softmax(p_T)), source)``; minimising
+       ``L_seg + lambda_d1 L_adv^D1 + lambda_d2 L_adv^D2``;
+    2. discriminator step: ``D1`` on ``f_ST`` (source) and ``f_T`` (target), ``D2`` on
+       ``softmax(p_ST)`` and ``softmax(p_T)``, all detached; binary cross entropy
+       (AdaptSegNet's criterion, which the paper's output-space term follows).
+
+    Leaving ``D1`` or ``D2`` out of ``networks`` drops it and its terms (the paper's ablations;
+    without ``D1`` there is no mask); ``local_mask`` ``none`` keeps ``D1`` and drops the mask
+    (plain feature-space alignment). Target labels are never read.
+
+    Args:
+        args: :class:`MultiNetworkTrainer`'s ``device``, ``max_epochs``, ``train_data_loader``
+            (batches with ``source_image``, ``source_label``, ``target_image`` by default),
+            ``networks`` and ``optimizers``.
+        translator: the frozen stage-1 source-to-target network, or ``None``.
+        lambda_d1: ``L_adv^D1``'s weight (0.01).
+        lambda_d2: ``L_adv^D2``'s weight (0.01).
+        local_mask: ``entropy`` (default), ``certainty`` or ``none``.
+        keys: the batch keys of the source images, source labels and target images.
+        kwargs: :class:`MultiNetworkTrainer`'s options.
+
+    Raises:
+        ValueError: an unknown mask, or networks/optimisers that do not match the declaration.
+    """
+
+    NETWORKS = ("S_E", "S_P", "D1", "D2")
+    OPTIONAL_NETWORKS = ("D1", "D2")
+    OPTIMIZERS = {"segmenter": ("S_E", "S_P"), "discriminators": ("D1", "D2")}
+    LOSS_NAMES = ("seg", "adv_D1", "adv_D2", "D1", "D2")
+    VISUAL_NAMES = (("source", "prediction_source"), ("target", "prediction_target", "mask"))
+
+    def __init__(
+        self,
+        *args: Any,
+        translator: torch.nn.Module | None = None,
+        lambda_d1: float = 0.01,
+        lambda_d2: float = 0.01,
+        local_mask: str = "entropy",
+        keys: Sequence[str] = ("source_image", "source_label", "target_image"),
+        **kwargs: Any,
+    ) -> None:
+        if local_mask != "none" and local_mask not in list(LocalMask):
+            raise ValueError(f"Unknown local_mask {local_mask!r}; expected one of {', '.join(LocalMask)}, none.")
+        super().__init__(*args, **kwargs)
+        self.translator = translator.to(self.state.device).eval() if translator is not None else None
+        if self.translator is not None:
+            self.translator.requires_grad_(False)
+        self.lambda_d1, self.lambda_d2 = lambda_d1, lambda_d2
+        self.use_d1, self.use_d2, self.local_mask = "D1" in self.networks, "D2" in self.networks, local_mask
+        self.key_image, self.key_label, self.key_target = keys
+
+    @staticmethod
+    def bce(logits: torch.Tensor, source: bool, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Binary cross entropy of discriminator logits against "source" (0) or "target" (1).
+
+        Args:
+            logits: ``(B, 1, h, w)``.
+            source: the label.
+            weight: per-location weights (the local mask's ``1 + M``), or ``None``.
+
+        Returns:
+            The mean loss.
+        """
+        target = torch.zeros_like(logits) if source else torch.ones_like(logits)
+        return F.binary_cross_entropy_with_logits(logits.float(), target.float(), weight=weight)
+
+    def _iteration(self, engine: MultiNetworkTrainer, batchdata: dict) -> dict:
+        """One stage-2 iteration: the segmenter step, then the discriminators' step.
+
+        Args:
+            engine: this trainer.
+            batchdata: a batch from the loader.
+
+        Returns:
+            ``{"loss": {name: float}, "images": {name: tensor}}``.
+        """
+        net = self.networks
+        source, target = self.prepare(batchdata[self.key_image]), self.prepare(batchdata[self.key_target])
+        label = self.prepare(batchdata[self.key_label])[:, 0].round().long()
+        if self.translator is not None:
+            with torch.no_grad(), self.autocast():
+                source = self.translator(source).float()
+
+        # 1. S_E and S_P, with D1 and D2 frozen.
+        self.set_requires_grad(("D1", "D2"), False)
+        with self.autocast():
+            f_s = net["S_E"](source)
+            p_s = net["S_P"](f_s)
+            f_t = net["S_E"](target)
+            losses = {"seg": F.cross_entropy(p_s.float(), label)}
+            mask = torch.zeros_like(f_t[:, :1]).float()
+            if self.use_d1:
+                d1_t = net["D1"](f_t)
+                if self.local_mask != "none":
+                    mask = local_feature_mask(d1_t, self.local_mask)
+                losses["adv_D1"] = self.lambda_d1 * self.bce(d1_t, source=True, weight=1.0 + mask)
+            p_t = net["S_P"](reweight_features(f_t, mask))
+            if self.use_d2:
+                losses["adv_D2"] = self.lambda_d2 * self.bce(net["D2"](p_t.float().softmax(1)), source=True)
+        values = self.step("segmenter", sum(losses.values()), losses)
+
+        # 2. D1 and D2 on this iteration's (detached) features and outputs.
+        self.set_requires_grad(("D1", "D2"), True)
+        d_losses = {}
+        with self.autocast():
+            if self.use_d1:
+                d_losses["D1"] = self.bce(net["D1"](f_s.detach()), True) + self.bce(net["D1"](f_t.detach()), False)
+            if self.use_d2:
+                q_s, q_t = p_s.detach().float().softmax(1), p_t.detach().float().softmax(1)
+                d_losses["D2"] = self.bce(net["D2"](q_s), True) + self.bce(net["D2"](q_t), False)
+        if d_losses:
+            values.update(self.step("discriminators", sum(d_losses.values()), d_losses))
+        images = {
+            "source": source,
+            "prediction_source": p_s.argmax(1, keepdim=True).float(),
+            "target": target,
+            "prediction_target": p_t.argmax(1, keepdim=True).float(),
+            "mask": F.interpolate(mask, size=tuple(target.shape[2:]), mode="nearest") * 2 - 1,
+        }
+        return {"loss": values, "images": {k: v.detach() for k, v in images.items()}}

@@ -22,11 +22,14 @@ from common.networks.global_local import (
     DomainDecoder,
     DomainEncoder,
     DomainPatchDiscriminator,
+    LocallyMaskedSegmenter,
     LocalMask,
+    OutputDiscriminator,
     PixelDiscriminator,
     StyleTransferNetwork,
     local_feature_mask,
     one_hot_domain,
+    reweight_features,
 )
 from common.networks.pipeline import TranslateThenSegment, sub_state_dict
 from common.networks.registration import RegistrationNetwork, ResUNetRegistration, registration_network
@@ -75,6 +78,9 @@ __all__ = [
     "DeepLabLabelPredictor",
     "DeepLabSegmenter",
     "PixelDiscriminator",
+    "OutputDiscriminator",
     "LocalMask",
     "local_feature_mask",
+    "reweight_features",
+    "LocallyMaskedSegmenter",
 ]

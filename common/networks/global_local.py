@@ -42,8 +42,11 @@ __all__ = [
     "DeepLabLabelPredictor",
     "DeepLabSegmenter",
     "PixelDiscriminator",
+    "OutputDiscriminator",
     "LocalMask",
     "local_feature_mask",
+    "reweight_features",
+    "LocallyMaskedSegmenter",
 ]
 
 
@@ -450,11 +453,59 @@ class PixelDiscriminator(nn.Module):
         return self.model(features)
 
 
+class OutputDiscriminator(nn.Module):
+    """``D2``: the output-space discriminator, MONAI's ``PatchDiscriminator`` on the segmenter's
+    softmax (AdaptSegNet's: 4x4 stride-2 convolutions doubling from ``channels``, leaky ReLU 0.2,
+    no normalisation), returning its patch logits.
+
+    Args:
+        num_classes: the softmax's channels.
+        channels: filters of the first layer (64 in AdaptSegNet).
+        num_layers_d: stride-2 layers.
+
+    Shapes:
+        ``(B, num_classes, H, W) -> (B, 1, h, w)``.
+    """
+
+    def __init__(self, num_classes: int, channels: int = 64, num_layers_d: int = 3) -> None:
+        super().__init__()
+        self.patch = PatchDiscriminator(
+            spatial_dims=2, channels=channels, in_channels=num_classes, num_layers_d=num_layers_d, norm=None, bias=True
+        )
+
+    def forward(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """Scores a batch of softmax outputs.
+
+        Args:
+            probabilities: ``(B, num_classes, H, W)``.
+
+        Returns:
+            Patch logits ``(B, 1, h, w)``.
+        """
+        return self.patch(probabilities)[-1]
+
+
 class LocalMask(StrEnum):
     """How ``D1``'s per-location probability ``p`` becomes the local feature mask (in [0, 1])."""
 
     ENTROPY = "entropy"  # H(p) / log 2: high where D1 is unsure (the paper's "uncertainty")
     CERTAINTY = "certainty"  # 1 - H(p) / log 2: high where D1 still tells the domains apart (a larger local gap)
+
+
+def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """The binary entropy of ``sigmoid(logits)`` over log 2, per element, in [0, 1], detached.
+
+    Args:
+        logits: any shape.
+
+    Returns:
+        The normalised entropy, float32, without gradients.
+    """
+    logits = logits.detach().float()
+    # H(p) = -p log p - (1 - p) log(1 - p) with p = sigmoid(l) and 1 - p = sigmoid(-l): finite
+    # and symmetric in the two domains to the last bit, where 1 - p in float32 would not be
+    entropy = -(torch.sigmoid(logits) * F.logsigmoid(logits) + torch.sigmoid(-logits) * F.logsigmoid(-logits))
+    return (entropy / math.log(2.0)).clamp(0.0, 1.0)
 
 
 def local_feature_mask(logits: torch.Tensor, mode: str = LocalMask.ENTROPY) -> torch.Tensor:
@@ -474,11 +525,59 @@ def local_feature_mask(logits: torch.Tensor, mode: str = LocalMask.ENTROPY) -> t
     """
     if mode not in list(LocalMask):
         raise ValueError(f"Unknown local mask {mode!r}; expected one of {', '.join(LocalMask)}.")
-    with torch.no_grad():
-        logits = logits.float()
-        # H(p) = -p log p - (1 - p) log(1 - p) with p = sigmoid(l) and 1 - p = sigmoid(-l): finite
-        # and symmetric in the two domains to the last bit, where 1 - p in float32 would not be
-        entropy = -(torch.sigmoid(logits) * F.logsigmoid(logits) + torch.sigmoid(-logits) * F.logsigmoid(-logits))
-        entropy = entropy / math.log(2.0)
-        entropy = entropy.clamp(0.0, 1.0)
+    entropy = normalised_entropy(logits)
     return entropy if mode == LocalMask.ENTROPY else 1.0 - entropy
+
+
+def reweight_features(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The target features re-weighted by the local feature mask: ``(1 + M) * f``, so a location
+    the mask selects counts up to twice and none is dropped (``M * f`` would zero the features
+    where the mask is 0, and with them the segmentation there).
+
+    Args:
+        features: ``S_E``'s features ``(B, C, h, w)``.
+        mask: the local feature mask ``(B, 1, h, w)`` in [0, 1].
+
+    Returns:
+        The re-weighted features.
+    """
+    return features * (1.0 + mask.to(features.dtype))
+
+
+class LocallyMaskedSegmenter(nn.Module):
+    """The target segmenter of global-local alignment: ``S_P((1 + M) * S_E(x))`` with ``M`` the
+    local feature mask of ``D1`` on the features, as training applies it to target images.
+
+    Args:
+        features: ``S_E``.
+        predictor: ``S_P``.
+        discriminator: ``D1``.
+        mask: :class:`LocalMask` (``entropy`` or ``certainty``).
+
+    Shapes:
+        ``(B, C, H, W) -> (B, num_classes, H, W)``.
+    """
+
+    def __init__(
+        self, features: nn.Module, predictor: nn.Module, discriminator: nn.Module, mask: str = "entropy"
+    ) -> None:
+        super().__init__()
+        if mask not in list(LocalMask):
+            raise ValueError(f"Unknown local mask {mask!r}; expected one of {', '.join(LocalMask)}.")
+        self.features, self.predictor, self.discriminator = features, predictor, discriminator
+        self.certainty = mask == LocalMask.CERTAINTY
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Segments a batch of target images.
+
+        Args:
+            x: images.
+
+        Returns:
+            Class logits.
+        """
+        f = self.features(x)
+        m = normalised_entropy(self.discriminator(f))
+        if self.certainty:
+            m = 1.0 - m
+        return self.predictor(reweight_features(f, m))

@@ -1,7 +1,10 @@
-"""The style-transfer subnet of global-local alignment and its trainer (stage 1): the domain label
-conditions the encoder and the decoder through AdaIN (per-channel style statistics change, the
-normalised content does not), the domain-conditional PatchGAN reads the image's own domain, the
-translator scripts; the trainer's losses and weights, its update order, and that it reads no label."""
+"""Global-local alignment's networks and trainers. Stage 1: the domain label conditions the
+encoder and the decoder through AdaIN (per-channel style statistics change, the normalised content
+does not), the domain-conditional PatchGAN reads the image's own domain, the translator scripts;
+the trainer's losses and weights, its update order, and that it reads no label. Stage 2: DeepLab
+from MONAI's ResNet and ASPP at output stride 8, D1, the local mask (range, shape, no gradients),
+the trainer's losses with each mask, its update order (the translator frozen), the ablations and
+that target labels are never read."""
 
 from __future__ import annotations
 
@@ -11,14 +14,17 @@ import math
 import pytest
 import torch
 
-from common.engines import StyleTransferTrainer
+from common.engines import LocalAlignmentTrainer, StyleTransferTrainer
 from common.networks import (
     DeepLabSegmenter,
     DomainPatchDiscriminator,
+    LocallyMaskedSegmenter,
+    OutputDiscriminator,
     PixelDiscriminator,
     StyleTransferNetwork,
     local_feature_mask,
     one_hot_domain,
+    reweight_features,
 )
 
 C, N_RES = 8, 2
@@ -253,3 +259,135 @@ def test_the_local_mask_is_the_normalised_entropy_of_d1_in_0_1_without_gradients
     assert torch.allclose(local_feature_mask(logits, "certainty"), 1 - mask)
     with pytest.raises(ValueError, match="Unknown local mask 'attention'; expected one of entropy, certainty"):
         local_feature_mask(logits, "attention")
+
+
+# ---- Stage 2's trainer -----------------------------------------------------------------------------
+
+
+class NoTargetLabels(dict):
+    """A batch that fails the test if the trainer reads a target label."""
+
+    def __getitem__(self, key):
+        if key.startswith("target_label"):
+            raise AssertionError("the trainer read a target label")
+        return super().__getitem__(key)
+
+
+def stage2_networks(seed=0, d1=True, d2=True):
+    segmenter = small_segmenter()
+    torch.manual_seed(seed)
+    nets = {"S_E": segmenter.features, "S_P": segmenter.predictor}
+    if d1:
+        nets["D1"] = PixelDiscriminator(256, 16)
+    if d2:
+        nets["D2"] = OutputDiscriminator(5, channels=8)
+    return nets
+
+
+def stage2_trainer(batches, nets, **kwargs):
+    optimizers = {
+        "segmenter": torch.optim.SGD(
+            [*nets["S_E"].parameters(), *nets["S_P"].parameters()], 1e-3, momentum=0.9, weight_decay=5e-4
+        )
+    }
+    discriminators = [p for n in ("D1", "D2") if n in nets for p in nets[n].parameters()]
+    if discriminators:
+        optimizers["discriminators"] = torch.optim.Adam(discriminators, 1e-4, betas=(0.9, 0.99))
+    return LocalAlignmentTrainer("cpu", 1, batches, nets, optimizers, **kwargs)
+
+
+def stage2_batch(seed=2):
+    generator = torch.Generator().manual_seed(seed)
+    return NoTargetLabels(
+        {
+            "source_image": torch.rand(2, 1, 64, 64, generator=generator) * 2 - 1,
+            "source_label": torch.randint(0, 5, (2, 1, 64, 64), generator=generator).float(),
+            "target_image": torch.rand(2, 1, 64, 64, generator=generator) * 2 - 1,
+            "target_label": torch.zeros(2, 1, 64, 64),
+        }
+    )
+
+
+@pytest.mark.parametrize("mask", ["entropy", "certainty", "none"])
+def test_stage2_losses_follow_the_reconstruction(mask):
+    """Recomputed from copies: cross entropy on the translated source; D1's local adversarial
+    loss weighted by 1 + M with M from D1 on the target features; the target prediction from
+    the re-weighted features; D2 on its softmax; both weighted 0.01; then D1 and D2 on
+    source (0) and target (1)."""
+    nets = stage2_networks()
+    reference = copy.deepcopy(nets)
+    torch.manual_seed(3)
+    translator = StyleTransferNetwork(1, channels=4, n_res=1, mlp_dim=8).eval()
+    data = stage2_batch()
+    trainer = stage2_trainer([data], nets, translator=copy.deepcopy(translator), local_mask=mask)
+    trainer.run()
+    values = trainer.state.output["loss"]
+    r, bce = reference, torch.nn.functional.binary_cross_entropy_with_logits
+    with torch.no_grad():
+        x_st = translator(data["source_image"])
+        f_s, f_t = r["S_E"](x_st), r["S_E"](data["target_image"])
+        p_s = r["S_P"](f_s)
+        d1 = r["D1"](f_t)
+        m = torch.zeros_like(d1) if mask == "none" else local_feature_mask(d1, mask)
+        p_t = r["S_P"](f_t * (1 + m))
+        d2 = r["D2"](p_t.softmax(1))
+        expected = {
+            "seg": torch.nn.functional.cross_entropy(p_s, data["source_label"][:, 0].long()),
+            "adv_D1": 0.01 * bce(d1, torch.zeros_like(d1), weight=1 + m),
+            "adv_D2": 0.01 * bce(d2, torch.zeros_like(d2)),
+        }
+    for name, value in expected.items():
+        assert values[name] == pytest.approx(float(value), rel=1e-4, abs=1e-7), name
+    if mask != "none":
+        assert float(m.std()) > 0  # the mask varies over locations: the weighting is exercised
+    assert "D1" in values and "D2" in values
+
+
+def test_stage2_steps_the_segmenter_with_the_discriminators_frozen_and_never_the_translator():
+    nets = stage2_networks()
+    translator = StyleTransferNetwork(1, channels=4, n_res=1, mlp_dim=8)
+    frozen = copy.deepcopy(translator.state_dict())
+    trainer = stage2_trainer([stage2_batch()], nets, translator=translator)
+    seen = {}
+    step = trainer.optimizers["segmenter"].step
+
+    def spy(*args, **kwargs):
+        seen["d_grads"] = [p.grad for n in ("D1", "D2") for p in nets[n].parameters()]
+        seen["d_untouched"] = trainer.optimizers["discriminators"].state == {}
+        return step(*args, **kwargs)
+
+    trainer.optimizers["segmenter"].step = spy
+    before = {n: copy.deepcopy(nets[n].state_dict()) for n in nets}
+    trainer.run()
+    assert all(g is None for g in seen["d_grads"]) and seen["d_untouched"]
+    for name in nets:
+        assert any(not torch.equal(before[name][k], v) for k, v in nets[name].state_dict().items()), name
+    assert all(torch.equal(frozen[k], v) for k, v in translator.state_dict().items())
+
+
+@pytest.mark.parametrize("d1, d2", [(True, False), (False, True), (False, False)])
+def test_stage2_ablations_leave_out_a_discriminator_and_its_terms(d1, d2):
+    nets = stage2_networks(d1=d1, d2=d2)
+    trainer = stage2_trainer([stage2_batch()], nets)
+    trainer.run()
+    values = trainer.state.output["loss"]
+    assert ("adv_D1" in values, "D1" in values) == (d1, d1)
+    assert ("adv_D2" in values, "D2" in values) == (d2, d2)
+    mask = trainer.state.output["images"]["mask"]
+    assert torch.all(mask == -1) != d1  # no D1: no mask (shown as -1, i.e. 0)
+    with pytest.raises(ValueError, match="Unknown local_mask 'soft'"):
+        stage2_trainer([stage2_batch()], stage2_networks(d2=False), local_mask="soft")
+
+
+@pytest.mark.parametrize("mask", ["entropy", "certainty"])
+def test_the_target_segmenter_applies_the_mask_as_training_does(mask):
+    nets = stage2_networks(d2=False)
+    served = LocallyMaskedSegmenter(nets["S_E"], nets["S_P"], nets["D1"], mask).eval()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        f = nets["S_E"](x)
+        expected = nets["S_P"](reweight_features(f, local_feature_mask(nets["D1"](f), mask)))
+        assert torch.allclose(served(x), expected, atol=1e-6)
+        assert torch.allclose(torch.jit.script(served)(x), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="Unknown local mask 'none'"):
+        LocallyMaskedSegmenter(nets["S_E"], nets["S_P"], nets["D1"], "none")
