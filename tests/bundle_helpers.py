@@ -86,6 +86,29 @@ def bundle_infer(root: Path, source: Path, output_dir: Path, *overlays: str) -> 
     return bundle_run(root, None, configs, "--input", str(source), "--output_dir", str(output_dir), *ON_CPU)
 
 
+def assert_label_maps(root: Path, datalist_path: Path, output_dir: Path, network: torch.nn.Module) -> None:
+    """Runs ``inference.yaml`` on a datalist's target test volumes and checks that it writes one
+    label map per volume, with the volume's shape, equal to ``network`` (loaded with
+    ``models/model.pt``) applied slice by slice."""
+    import nibabel as nib
+    import numpy as np
+
+    from common.data.datalist import load_datalist
+    from common.data.io import domain_transform
+    from common.inference import translate
+
+    bundle_infer(root, datalist_path, output_dir)
+    datalist = load_datalist(datalist_path)
+    inputs = [Path(e["image"]) for e in datalist["target"]["test"]]
+    outputs = sorted(output_dir.glob("*_seg.nii.gz"))
+    assert [o.name.replace("_seg", "") for o in outputs] == sorted(i.name for i in inputs)
+    written = nib.load(outputs[0])
+    assert written.shape == nib.load(inputs[0]).shape
+    network.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+    image = domain_transform(datalist, "target", ("image",))({"image": str(inputs[0])})["image"]
+    np.testing.assert_array_equal(np.asarray(written.dataobj), translate(network.eval(), image)[0].numpy())
+
+
 def ddp_run(root: Path, configs: list[str], *extra: str, port: int) -> str:
     """Two-process DDP training with torchrun and the bundle's ``multi_gpu_train.yaml`` overlay
     (appended to ``configs``): one GPU per process where there are two, otherwise on CPU with gloo

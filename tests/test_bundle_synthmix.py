@@ -9,12 +9,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
 import yaml
-from bundle_helpers import assert_check_and_export, bundle_infer, bundle_run, copy_bundle, ddp_run, poison_target_labels
+from bundle_helpers import (
+    assert_check_and_export,
+    assert_label_maps,
+    bundle_run,
+    copy_bundle,
+    ddp_run,
+    poison_target_labels,
+)
 from monai.bundle import ConfigParser
 from PIL import Image
 
@@ -138,18 +144,7 @@ def test_evaluation_segments_every_slice_and_scores_every_class_per_volume(train
 
 def test_inference_writes_label_maps_with_the_inputs_geometry(trained, tmp_path):
     root, _ = trained
-    datalist_path = root / "data" / DATA / "datalist.json"
-    bundle_infer(root, datalist_path, tmp_path)
-    datalist = load_datalist(datalist_path)
-    inputs = [Path(e["image"]) for e in datalist["target"]["test"]]  # the CT test volumes
-    outputs = sorted(tmp_path.glob("*_seg.nii.gz"))
-    assert [o.name.replace("_seg", "") for o in outputs] == sorted(i.name for i in inputs)
-    written = nib.load(outputs[0])
-    assert written.shape == nib.load(inputs[0]).shape
-    network = quick_network()
-    network.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
-    image = domain_transform(datalist, "target", ("image",))({"image": str(inputs[0])})["image"]
-    np.testing.assert_array_equal(np.asarray(written.dataobj), translate(network.eval(), image)[0].numpy())
+    assert_label_maps(root, root / "data" / DATA / "datalist.json", tmp_path, quick_network())
 
 
 def test_two_process_ddp(trained, tmp_path):

@@ -348,6 +348,7 @@ def test_stage2_steps_the_segmenter_with_the_discriminators_frozen_and_never_the
     translator = StyleTransferNetwork(1, channels=4, n_res=1, mlp_dim=8)
     frozen = copy.deepcopy(translator.state_dict())
     trainer = stage2_trainer([stage2_batch()], nets, translator=translator)
+    assert all(p.requires_grad for p in translator.parameters())  # stage 1 may still train it
     seen = {}
     step = trainer.optimizers["segmenter"].step
 

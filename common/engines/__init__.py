@@ -4,7 +4,13 @@ validation during training."""
 from common.engines.base import MultiNetworkTrainer, check_choice, distributed, is_main_process, loss_output, unwrap
 from common.engines.cyclegan import CycleGANTrainer, DiscriminatorReduction
 from common.engines.dadr import DADR_METHODS, DADRTrainer, StyleSource, check_dadr_method
-from common.engines.global_local import SOURCE_DOMAIN, TARGET_DOMAIN, LocalAlignmentTrainer, StyleTransferTrainer
+from common.engines.global_local import (
+    GLOBAL_LOCAL_METHODS,
+    SOURCE_DOMAIN,
+    TARGET_DOMAIN,
+    LocalAlignmentTrainer,
+    StyleTransferTrainer,
+)
 from common.engines.mi2gan import MI2GANTrainer, MIMarginal
 from common.engines.reggan import RegGANMode, RegGANTrainer
 from common.engines.sifa import SIFATrainer
@@ -37,6 +43,7 @@ __all__ = [
     "LocalAlignmentTrainer",
     "SOURCE_DOMAIN",
     "TARGET_DOMAIN",
+    "GLOBAL_LOCAL_METHODS",
     "Stage",
     "run_stages",
     "load_stage_networks",

@@ -31,10 +31,23 @@ from common.engines.base import MultiNetworkTrainer
 from common.losses import AdversarialLoss
 from common.networks.global_local import LocalMask, local_feature_mask, reweight_features
 
-__all__ = ["StyleTransferTrainer", "LocalAlignmentTrainer", "SOURCE_DOMAIN", "TARGET_DOMAIN"]
+__all__ = ["StyleTransferTrainer", "LocalAlignmentTrainer", "SOURCE_DOMAIN", "TARGET_DOMAIN", "GLOBAL_LOCAL_METHODS"]
 
 #: The domain labels: the labelled source is 0, the target 1.
 SOURCE_DOMAIN, TARGET_DOMAIN = 0, 1
+
+#: The rows the global-local alignment bundle trains (its `method` id): the full method, the
+#: ablations of the paper's Table III, and the segmenter alone on source (no adaptation) or on
+#: labelled target (supervised, the upper bound).
+GLOBAL_LOCAL_METHODS = (
+    "full",  # style transfer + D1 (with the local mask) + D2
+    "style_only",  # style transfer, then the segmenter on the translations
+    "d1_only",  # style transfer + D1
+    "d2_only",  # style transfer + D2
+    "d1_d2_no_style",  # D1 + D2 on the untranslated source
+    "no_adaptation",
+    "supervised",
+)
 
 
 class StyleTransferTrainer(MultiNetworkTrainer):
@@ -199,7 +212,8 @@ class LocalAlignmentTrainer(MultiNetworkTrainer):
         args: :class:`MultiNetworkTrainer`'s ``device``, ``max_epochs``, ``train_data_loader``
             (batches with ``source_image``, ``source_label``, ``target_image`` by default),
             ``networks`` and ``optimizers``.
-        translator: the frozen stage-1 source-to-target network, or ``None``.
+        translator: the stage-1 source-to-target network (run in eval mode, without gradients;
+            no optimiser of this stage holds it), or ``None``.
         lambda_d1: ``L_adv^D1``'s weight (0.01).
         lambda_d2: ``L_adv^D2``'s weight (0.01).
         local_mask: ``entropy`` (default), ``certainty`` or ``none``.
@@ -229,9 +243,9 @@ class LocalAlignmentTrainer(MultiNetworkTrainer):
         if local_mask != "none" and local_mask not in list(LocalMask):
             raise ValueError(f"Unknown local_mask {local_mask!r}; expected one of {', '.join(LocalMask)}, none.")
         super().__init__(*args, **kwargs)
-        self.translator = translator.to(self.state.device).eval() if translator is not None else None
-        if self.translator is not None:
-            self.translator.requires_grad_(False)
+        # The same module stage 1 trains (a bundle builds every stage's trainer before stage 1
+        # runs): not frozen here; stage 2 only runs it in eval mode without gradients.
+        self.translator = translator.to(self.state.device) if translator is not None else None
         self.lambda_d1, self.lambda_d2 = lambda_d1, lambda_d2
         self.use_d1, self.use_d2, self.local_mask = "D1" in self.networks, "D2" in self.networks, local_mask
         self.key_image, self.key_label, self.key_target = keys
@@ -265,6 +279,7 @@ class LocalAlignmentTrainer(MultiNetworkTrainer):
         source, target = self.prepare(batchdata[self.key_image]), self.prepare(batchdata[self.key_target])
         label = self.prepare(batchdata[self.key_label])[:, 0].round().long()
         if self.translator is not None:
+            self.translator.eval()
             with torch.no_grad(), self.autocast():
                 source = self.translator(source).float()
 

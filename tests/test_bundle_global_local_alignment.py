@@ -1,0 +1,199 @@
+"""The global-local alignment bundle end to end with quick.yaml, through `python -m monai.bundle`
+as users run it: both stages with per-stage resume, stage 2 on the translations of the trained
+stage-1 network, every method of Table III from its `method` id, target labels never read,
+evaluation per 3D volume with the translation and local-mask probes, inference as one label-map
+network, 2-process DDP and `common.bundle check`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from bundle_helpers import (
+    assert_check_and_export,
+    assert_label_maps,
+    bundle_run,
+    copy_bundle,
+    ddp_run,
+    poison_target_labels,
+)
+from monai.bundle import ConfigParser
+
+from common.data.datalist import load_datalist
+from common.engines import LocalAlignmentTrainer, StyleTransferTrainer
+from common.networks import (
+    DeepLabSegmenter,
+    LocallyMaskedSegmenter,
+    PixelDiscriminator,
+    TranslateThenSegment,
+)
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "global_local_alignment"
+QUICK = ["configs/train.yaml", "configs/quick.yaml"]
+DATA = "cardiac_32_5_reverse"  # quick.yaml's dataset folder: MR (labelled) -> CT
+
+
+def quick_segmenter() -> DeepLabSegmenter:
+    return DeepLabSegmenter(1, 5, layers=(1, 1, 1, 1), block_inplanes=(8, 8, 16, 16), aspp_channels=8)
+
+
+def quick_network(masked: bool = True) -> TranslateThenSegment:
+    """quick.yaml's release network: the target segmenter, with D1's mask for the masked methods."""
+    segmenter = quick_segmenter()
+    if masked:
+        segmenter = LocallyMaskedSegmenter(segmenter.features, segmenter.predictor, PixelDiscriminator(64, 16))
+    return TranslateThenSegment(None, segmenter)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = copy_bundle(tmp_path_factory.mktemp("global_local"), BUNDLE)
+    log = bundle_run(root, "training", QUICK)
+    return root, log
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_training_runs_both_stages_and_writes_the_masked_target_segmenter(trained):
+    root, log = trained
+    assert "Stage 'style_transfer': training" in log and "Stage 'local_alignment': training" in log
+    assert "Stage 'segmenter': not used by this configuration, skipped" in log
+    style = load(root / "models" / "style_transfer" / "resume.pt")
+    local = load(root / "models" / "local_alignment" / "resume.pt")
+    assert {"G_E", "G_D", "D"} | {f"optimizer_{o}" for o in StyleTransferTrainer.OPTIMIZERS} <= set(style)
+    assert {"S_E", "S_P", "D1", "D2"} | {f"optimizer_{o}" for o in LocalAlignmentTrainer.OPTIMIZERS} <= set(local)
+    assert style["trainer"]["iteration"] == local["trainer"]["iteration"] == 2 * 3
+    for loss in ("image_S:", "cycle_T:", "content_S:", "adv_ST:", "seg:", "adv_D1:", "adv_D2:"):
+        assert loss in log
+    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    quick_network().load_state_dict(state)  # S_E, S_P and D1, nothing else
+    assert all(torch.equal(local["S_E"][k], state[f"segmenter.features.{k}"]) for k in local["S_E"])
+    assert all(torch.equal(local["D1"][k], state[f"segmenter.discriminator.{k}"]) for k in local["D1"])
+    # The poly schedule (every optimiser) stepped after each of the two epochs: (1 - e/2)^0.9 of
+    # the base rate, 0.5^0.9 in the second epoch, 0 when the stage ends.
+    for name, base in (("segmenter", 0.00025), ("discriminators", 0.0001)):
+        scheduler = local[f"lr_scheduler_{name}"]
+        assert scheduler["last_epoch"] == 2 and scheduler["base_lrs"] == [pytest.approx(base)]
+        assert local[f"optimizer_{name}"]["param_groups"][0]["lr"] == 0.0
+    assert log.count("Metrics -- val_mean_dice: ") == 2  # source validation after each stage-2 epoch
+
+
+def test_stage_2_translates_with_the_network_stage_1_trains(trained):
+    """The translator of stage 2 (and of the source validation and score) is the very module stage
+    1's trainer optimises, so stage 2 sees the trained translations (or, on resume, the reused
+    checkpoint's, loaded into it before stage 2 starts); it is not frozen before stage 1 runs."""
+    root, _ = trained
+    parser = ConfigParser()
+    parser.read_config([str(root / c) for c in QUICK])
+    parser["bundle_root"] = str(root)
+    translator = parser.get_parsed_content("style_transfer_network")
+    stage1, stage2 = parser.get_parsed_content("train#trainer"), parser.get_parsed_content("local#trainer")
+    assert stage1.networks["G_E"] is translator.encoder and stage1.networks["G_D"] is translator.decoder
+    assert stage2.translator is translator and parser.get_parsed_content("source_pipeline").translator is translator
+    held = {id(p) for group in stage1.optimizers["generator"].param_groups for p in group["params"]}
+    assert held == {id(p) for p in translator.parameters()}
+    assert not any(id(p) in held for o in stage2.optimizers.values() for g in o.param_groups for p in g["params"])
+    assert all(p.requires_grad for p in translator.parameters())
+
+
+def test_resume_reuses_the_finished_style_transfer(trained, tmp_path):
+    root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
+    (root / "models" / "style_transfer").mkdir(parents=True)
+    saved = trained[0] / "models" / "style_transfer" / "resume.pt"
+    (root / "models" / "style_transfer" / "resume.pt").write_bytes(saved.read_bytes())
+    log = bundle_run(root, "training", QUICK, "--resume", "true")
+    assert "Stage 'style_transfer'" in log and "Stage 'style_transfer': training" not in log
+    assert "Stage 'local_alignment': training" in log
+    reused = load(root / "models" / "style_transfer" / "resume.pt")
+    assert all(torch.equal(reused["G_E"][k], v) for k, v in load(saved)["G_E"].items())
+
+
+@pytest.mark.parametrize(
+    "method, stages, networks, masked",
+    [
+        ("style_only", {"style_transfer", "local_alignment"}, {"S_E", "S_P"}, False),
+        ("d1_only", {"style_transfer", "local_alignment"}, {"S_E", "S_P", "D1"}, True),
+        ("d2_only", {"style_transfer", "local_alignment"}, {"S_E", "S_P", "D2"}, False),
+        ("d1_d2_no_style", {"local_alignment"}, {"S_E", "S_P", "D1", "D2"}, True),
+        ("no_adaptation", {"segmenter"}, None, False),
+        ("supervised", {"segmenter"}, None, False),
+    ],
+)
+def test_every_method_trains_its_stages_and_networks(trained, tmp_path, method, stages, networks, masked):
+    root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
+    bundle_run(root, "training", QUICK, "--method", method)
+    models = root / "models"
+    assert {p.name for p in models.iterdir() if p.is_dir()} == stages
+    if networks is not None:
+        saved = load(models / "local_alignment" / "resume.pt")
+        assert networks <= set(saved) and not ({"D1", "D2"} - networks) & set(saved)
+    quick_network(masked).load_state_dict(torch.load(models / "model.pt", map_location="cpu", weights_only=True))
+    if method == "supervised":  # the only method whose data carry target training labels
+        assert all(
+            "oracle_label" in e
+            for e in load_datalist(root / "data" / f"{DATA}_oracle" / "datalist.json")["target"]["training"]
+        )
+
+
+def test_target_labels_are_never_read(tmp_path, synthetic):
+    """Every target label (training, validation, test) points to a corrupt file: reading any of
+    them would fail the run."""
+    poisoned = poison_target_labels(Path(synthetic("cardiac", size=32, subjects=5, reverse=True)), "corrupt.nii.gz")
+    root = copy_bundle(tmp_path / "bundle", BUNDLE)
+    for method in ("full", "d1_d2_no_style", "no_adaptation"):
+        log = bundle_run(root, "training", QUICK, "--datalist", str(poisoned), "--method", method)
+        assert "Saved the release weights" in log and not (root / "data").exists()
+    with pytest.raises(AssertionError, match="corrupt"):  # evaluation reads them: the poison works
+        bundle_run(
+            root, "evaluating", [*QUICK, "configs/evaluate.yaml"], "--datalist", str(poisoned), "--method", method
+        )
+
+
+def test_evaluation_scores_every_volume_and_probes_the_translation_and_the_mask(trained):
+    root, _ = trained
+    bundle_run(root, "evaluating", [*QUICK, "configs/evaluate.yaml"])
+    datalist = load_datalist(root / "data" / DATA / "datalist.json")
+    metrics = json.loads((root / "eval" / "metrics.json").read_text())
+    assert len(metrics["per_volume"]) == len(datalist["target"]["test"])
+    assert {"dice_myocardium", "assd_left_atrium"} <= set(metrics["mean"])
+    source = json.loads((root / "eval" / "source" / "metrics.json").read_text())
+    assert len(source["per_volume"]) == len(datalist["source"]["test"])
+    translation = json.loads((root / "eval" / "translation" / "metrics.json").read_text())
+    assert 0 < translation["mean"]["nmae"] != translation["mean"]["identity_nmae"]
+    mask = json.loads((root / "eval" / "local_mask" / "metrics.json").read_text())
+    assert len(mask["per_volume"]) == len(datalist["target"]["test"])
+    assert 0 <= mask["mean"]["mask_on_error"] <= 1 and 0 < mask["mean"]["error_rate"] <= 1
+    assert (root / "eval" / "local_mask" / "mask_error.png").stat().st_size > 5_000
+
+
+def test_inference_writes_label_maps_with_the_inputs_geometry(trained, tmp_path):
+    root, _ = trained
+    assert_label_maps(root, root / "data" / DATA / "datalist.json", tmp_path, quick_network())
+
+
+def test_two_process_ddp(trained, tmp_path):
+    root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
+    log = ddp_run(root, QUICK, port=29671)
+    local = load(root / "models" / "local_alignment" / "resume.pt")
+    assert local["trainer"]["iteration"] == 6 and not any(k.startswith("module.") for k in local["S_E"])
+    assert "Stage 'style_transfer': training" in log
+    quick_network().load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+
+
+def test_an_unknown_method_is_named():
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.yaml"))
+    parser["method"] = "fulll"
+    with pytest.raises(RuntimeError) as raised:  # MONAI wraps the config's error, which it chains
+        parser.get_parsed_content("style_transfer")
+    assert "Unknown global-local alignment method 'fulll'; expected one of full, style_only" in str(
+        raised.value.__cause__
+    )
+
+
+def test_bundle_check_and_torchscript_export(trained):
+    assert_check_and_export(trained[0], BUNDLE, quick_network(), in_channels=1)
