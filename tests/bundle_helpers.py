@@ -109,6 +109,29 @@ def assert_label_maps(root: Path, datalist_path: Path, output_dir: Path, network
     np.testing.assert_array_equal(np.asarray(written.dataobj), translate(network.eval(), image)[0].numpy())
 
 
+def assert_methods_never_read_target_labels(
+    root: Path, poisoned: Path, configs: list[str], methods: list[str], *extra: str
+) -> None:
+    """Trains each method on ``poisoned`` (a datalist whose target labels are corrupt files, from
+    :func:`poison_target_labels`), which must succeed, then checks that evaluation, which reads
+    them, fails on the poison (so the poison works)."""
+    import pytest
+
+    for method in methods:
+        log = bundle_run(root, "training", configs, "--datalist", str(poisoned), "--method", method, *extra)
+        assert "Saved the release weights" in log and not (root / "data").exists()
+    with pytest.raises(AssertionError, match="corrupt"):
+        bundle_run(
+            root,
+            "evaluating",
+            [*configs, "configs/evaluate.yaml"],
+            "--datalist",
+            str(poisoned),
+            "--method",
+            methods[-1],
+        )
+
+
 def ddp_run(root: Path, configs: list[str], *extra: str, port: int) -> str:
     """Two-process DDP training with torchrun and the bundle's ``multi_gpu_train.yaml`` overlay
     (appended to ``configs``): one GPU per process where there are two, otherwise on CPU with gloo
