@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import yaml
 from bundle_helpers import (
     assert_check_and_export,
     assert_label_maps,
@@ -30,6 +32,7 @@ from common.networks import (
     PixelDiscriminator,
     TranslateThenSegment,
 )
+from common.reproduce import run_matrix
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "global_local_alignment"
 QUICK = ["configs/train.yaml", "configs/quick.yaml"]
@@ -192,3 +195,36 @@ def test_an_unknown_method_is_named():
 
 def test_bundle_check_and_torchscript_export(trained):
     assert_check_and_export(trained[0], BUNDLE, quick_network(), in_channels=1)
+
+
+def test_the_matrix_reuses_the_full_run_s_style_transfer(trained, tmp_path):
+    """`common.reproduce global_local_alignment --preset quick --variants full style_only
+    no_adaptation`: style_only trains only stage 2, on the full run's stage 1."""
+    root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
+    out = tmp_path / "reproduce"
+    rows = run_matrix(root, "quick", out, variants=["full", "style_only", "no_adaptation"])
+    assert [r["variant"] for r in rows] == ["no_adaptation", "style_only", "full"]  # the matrix's order
+    full, style_only = (
+        load(out / "runs" / v / "models" / "style_transfer" / "resume.pt") for v in ("full", "style_only")
+    )
+    assert all(torch.equal(full["G_E"][k], v) for k, v in style_only["G_E"].items())
+    assert {p.name for p in (out / "runs" / "no_adaptation" / "models").iterdir() if p.is_dir()} == {"segmenter"}
+    by_name = {r["variant"]: r for r in rows}
+    assert 0 <= by_name["full"]["local_mask/mask_error_auc"] <= 1
+    assert np.isnan(by_name["style_only"]["local_mask/mask_error_auc"])  # no D1, no mask
+    assert np.isnan(by_name["no_adaptation"]["translation/nmae"]) and by_name["full"]["translation/nmae"] > 0
+    assert "`style_only` reuses the finished style_transfer stage(s) of `full`" in (out / "results.md").read_text()
+
+
+def test_reproduce_matrix_rows_are_the_papers_tables():
+    table = yaml.safe_load((BUNDLE / "configs" / "reproduce.yaml").read_text())
+    variants = table["variants"]
+    ablations = ["no_adaptation", "supervised", "style_only", "d1_only", "d2_only", "d1_d2_no_style", "full"]
+    assert all(variants[m] == {"method": m} for m in ablations)  # Table III, MR -> CT
+    for prefix, extra in (
+        ("ct_mr_", {"data_reverse": False}),
+        ("abdomen_", {"task": "abdomen", "data_reverse": False}),
+    ):
+        for m in ("no_adaptation", "supervised", "style_only", "full"):
+            assert variants[prefix + m] == {"method": m, **extra}
+    assert table["reuse"]["d1_only"] == {"from": "full", "stages": ["style_transfer"]}
