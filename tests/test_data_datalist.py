@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from common.data.datalist import DatalistError, entries, load_datalist
+from common.data.datalist import DatalistError, entries, has_references, load_datalist
 from common.data.io import write_nifti
 
 
@@ -139,3 +139,14 @@ def test_labels_are_read_as_written(dataset):
     path, _ = dataset
     entry = load_datalist(path)["source"]["training"][0]
     assert np.asarray(nib.load(entry["label"]).dataobj).max() == 4
+
+
+def test_has_references_is_true_only_when_every_entry_has_one(synthetic):
+    datalist = load_datalist(synthetic("cardiac", size=32, subjects=5))
+    assert has_references(datalist, "source", "test") and has_references(datalist, "target", "test")
+    del datalist["source"]["test"][-1]["reference"]
+    assert not has_references(datalist, "source", "test")
+    datalist["target"]["test"] = []
+    assert not has_references(datalist, "target", "test")
+    with pytest.raises(DatalistError, match=r"no `target.holdout` split"):
+        has_references(datalist, "target", "holdout")

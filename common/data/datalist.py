@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from common.data.io import LoadImageByTyped, reader_for
 
-__all__ = ["DatalistError", "load_datalist", "check_images", "entries"]
+__all__ = ["DatalistError", "load_datalist", "check_images", "entries", "has_references"]
 
 SECTIONS = ("source", "target", "paired")
 SPLITS = ("training", "validation", "test")
@@ -99,6 +99,25 @@ def entries(datalist: dict, section: str, split: str) -> list[dict]:
         return datalist[section][split]
     except KeyError:
         raise DatalistError(f"The datalist has no `{section}.{split}` split.") from None
+
+
+def has_references(datalist: dict, section: str, split: str) -> bool:
+    """Whether every entry of a split carries a ``reference`` (the subject rendered in the other
+    domain, as the synthetic benchmark writes it: the oracle translation); real data do not.
+
+    Args:
+        datalist: a loaded datalist.
+        section: ``source``, ``target`` or ``paired``.
+        split: the split.
+
+    Returns:
+        ``True`` when the split is non-empty and every entry has a reference.
+
+    Raises:
+        DatalistError: the datalist has no such section or split.
+    """
+    items = entries(datalist, section, split)
+    return bool(items) and all("reference" in e for e in items)
 
 
 def check_images(datalist: dict, path: str | Path = "datalist") -> None:

@@ -290,13 +290,14 @@ class LocalAlignmentTrainer(MultiNetworkTrainer):
             p_s = net["S_P"](f_s)
             f_t = net["S_E"](target)
             losses = {"seg": F.cross_entropy(p_s.float(), label)}
-            mask = torch.zeros_like(f_t[:, :1]).float()
+            mask = None  # no D1, or D1 without the mask: every location weighs 1
             if self.use_d1:
                 d1_t = net["D1"](f_t)
                 if self.local_mask != "none":
                     mask = local_feature_mask(d1_t, self.local_mask)
-                losses["adv_D1"] = self.lambda_d1 * self.bce(d1_t, source=True, weight=1.0 + mask)
-            p_t = net["S_P"](reweight_features(f_t, mask))
+                weight = None if mask is None else 1.0 + mask
+                losses["adv_D1"] = self.lambda_d1 * self.bce(d1_t, source=True, weight=weight)
+            p_t = net["S_P"](f_t if mask is None else reweight_features(f_t, mask))
             if self.use_d2:
                 losses["adv_D2"] = self.lambda_d2 * self.bce(net["D2"](p_t.float().softmax(1)), source=True)
         values = self.step("segmenter", sum(losses.values()), losses)
@@ -312,11 +313,13 @@ class LocalAlignmentTrainer(MultiNetworkTrainer):
                 d_losses["D2"] = self.bce(net["D2"](q_s), True) + self.bce(net["D2"](q_t), False)
         if d_losses:
             values.update(self.step("discriminators", sum(d_losses.values()), d_losses))
+        classes = max(p_s.shape[1] - 1, 1)  # label maps and the mask shown on [-1, 1]
+        shown = torch.zeros_like(f_t[:, :1]).float() if mask is None else mask
         images = {
             "source": source,
-            "prediction_source": p_s.argmax(1, keepdim=True).float(),
+            "prediction_source": p_s.argmax(1, keepdim=True).float() / classes * 2 - 1,
             "target": target,
-            "prediction_target": p_t.argmax(1, keepdim=True).float(),
-            "mask": F.interpolate(mask, size=tuple(target.shape[2:]), mode="nearest") * 2 - 1,
+            "prediction_target": p_t.argmax(1, keepdim=True).float() / classes * 2 - 1,
+            "mask": F.interpolate(shown, size=tuple(target.shape[2:]), mode="nearest") * 2 - 1,
         }
         return {"loss": values, "images": {k: v.detach() for k, v in images.items()}}

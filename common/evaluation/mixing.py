@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from monai.data import CacheDataset
 from torch import nn
 
-from common.data.datalist import entries
+from common.data.datalist import entries, has_references
 from common.data.io import domain_transform
 from common.data.mixing import MixMode, domain_map, draw_ratios, make_mask, mix
 from common.evaluation.report import as_slices, show_image, summarise, write_tables
@@ -86,7 +86,7 @@ def evaluate_inspector(
     """
     sources, targets = entries(datalist, "source", split), entries(datalist, "target", split)
     pairs = min(len(sources), len(targets))
-    oracle = all("reference" in e for e in sources[:pairs] + targets[:pairs])
+    oracle = has_references(datalist, "source", split) and has_references(datalist, "target", split)
     loaded = {
         domain: CacheDataset(
             [{"image": e["image"]} for e in items[:pairs]],
