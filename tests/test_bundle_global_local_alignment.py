@@ -25,14 +25,14 @@ from bundle_helpers import (
 from monai.bundle import ConfigParser
 
 from common.data.datalist import load_datalist
-from common.engines import LocalAlignmentTrainer, StyleTransferTrainer
+from common.engines import CycleGANTrainer, LocalAlignmentTrainer, StyleTransferTrainer
 from common.networks import (
     DeepLabSegmenter,
     LocallyMaskedSegmenter,
     PixelDiscriminator,
     TranslateThenSegment,
 )
-from common.reproduce import run_matrix
+from common.reproduce import load_matrix, run_matrix
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "global_local_alignment"
 QUICK = ["configs/train.yaml", "configs/quick.yaml"]
@@ -104,6 +104,34 @@ def test_stage_2_translates_with_the_network_stage_1_trains(trained):
     assert all(p.requires_grad for p in translator.parameters())
 
 
+def test_cyclegan_replaces_stage_1_and_stage_2_translates_with_its_trained_generator(trained, tmp_path):
+    """Method cyclegan (Table I's CycleGAN + segmenter): CycleGAN trains in place of the style
+    transfer, and stage 2 and the source score translate with its G_AB as trained, no D1 or D2."""
+    root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
+    parser = ConfigParser()
+    parser.read_config([str(root / c) for c in QUICK])
+    parser.update({"bundle_root": str(root), "method": "cyclegan"})
+    g_ab = parser.get_parsed_content("generator_ab")
+    stage1, stage2 = parser.get_parsed_content("cyclegan#trainer"), parser.get_parsed_content("local#trainer")
+    assert isinstance(stage1, CycleGANTrainer) and stage1.networks["G_AB"] is g_ab
+    assert stage2.translator is g_ab and parser.get_parsed_content("source_pipeline").translator is g_ab
+    assert parser.get_parsed_content("train#trainer") is None and stage2.networks.get("D1") is None
+    log = bundle_run(root, "training", QUICK, "--method", "cyclegan")
+    assert "Stage 'style_transfer': not used by this configuration, skipped" in log
+    for loss in ("G_AB:", "cycle_A:", "idt_B:", "seg:"):
+        assert loss in log
+    assert "adv_D1:" not in log and "adv_D2:" not in log
+    models = root / "models"
+    assert {p.name for p in models.iterdir() if p.is_dir()} == {"cyclegan", "local_alignment"}
+    saved = load(models / "cyclegan" / "resume.pt")
+    assert saved["trainer"]["iteration"] == 2 * 3 and {"G_AB", "G_BA", "D_A", "D_B"} <= set(saved)
+    assert not {"D1", "D2"} & set(load(models / "local_alignment" / "resume.pt"))
+    quick_network(False).load_state_dict(torch.load(models / "model.pt", map_location="cpu", weights_only=True))
+    bundle_run(root, "evaluating", [*QUICK, "configs/evaluate.yaml"], "--method", "cyclegan")
+    translation = json.loads((root / "eval" / "translation" / "metrics.json").read_text())
+    assert 0 < translation["mean"]["nmae"] != translation["mean"]["identity_nmae"]  # G_AB's, loaded
+
+
 def test_resume_reuses_the_finished_style_transfer(trained, tmp_path):
     root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
     (root / "models" / "style_transfer").mkdir(parents=True)
@@ -148,7 +176,9 @@ def test_target_labels_are_never_read(tmp_path, synthetic):
     them would fail the run."""
     poisoned = poison_target_labels(Path(synthetic("cardiac", size=32, subjects=5, reverse=True)), "corrupt.nii.gz")
     root = copy_bundle(tmp_path / "bundle", BUNDLE)
-    assert_methods_never_read_target_labels(root, poisoned, QUICK, ["full", "d1_d2_no_style", "no_adaptation"])
+    assert_methods_never_read_target_labels(
+        root, poisoned, QUICK, ["full", "d1_d2_no_style", "cyclegan", "no_adaptation"]
+    )
 
 
 def test_evaluation_scores_every_volume_and_probes_the_translation_and_the_mask(trained):
@@ -225,6 +255,17 @@ def test_reproduce_matrix_rows_are_the_papers_tables():
         ("ct_mr_", {"data_reverse": False}),
         ("abdomen_", {"task": "abdomen", "data_reverse": False}),
     ):
-        for m in ("no_adaptation", "supervised", "style_only", "full"):
+        for m in ("no_adaptation", "supervised", "style_only", "full", "cyclegan"):
             assert variants[prefix + m] == {"method": m, **extra}
+    assert variants["cyclegan"] == {"method": "cyclegan"}
     assert table["reuse"]["d1_only"] == {"from": "full", "stages": ["style_transfer"]}
+
+
+def test_the_options_matrix_compares_masks_on_the_validation_split_only():
+    """The local-mask options are scored on the labelled target validation volumes, never on test,
+    and differ only in the mask (stage 1 shared)."""
+    table = load_matrix(BUNDLE, "options")
+    assert table["overrides"] == {"data_labelled_validation": True, "evaluate_split": "validation"}
+    assert {v.get("local_mask") for v in table["variants"].values()} == {"entropy", "certainty", "none", None}
+    assert all(spec == {"from": "entropy", "stages": ["style_transfer"]} for spec in table["reuse"].values())
+    assert set(table["reuse"]) == set(table["variants"]) - {"entropy"}

@@ -37,14 +37,15 @@ __all__ = ["StyleTransferTrainer", "LocalAlignmentTrainer", "SOURCE_DOMAIN", "TA
 SOURCE_DOMAIN, TARGET_DOMAIN = 0, 1
 
 #: The rows the global-local alignment bundle trains (its `method` id): the full method, the
-#: ablations of the paper's Table III, and the segmenter alone on source (no adaptation) or on
-#: labelled target (supervised, the upper bound).
+#: ablations of the paper's Table III, CycleGAN + segmenter (Table I's comparison), and the
+#: segmenter alone on source (no adaptation) or on labelled target (supervised, the upper bound).
 GLOBAL_LOCAL_METHODS = (
     "full",  # style transfer + D1 (with the local mask) + D2
     "style_only",  # style transfer, then the segmenter on the translations
     "d1_only",  # style transfer + D1
     "d2_only",  # style transfer + D2
     "d1_d2_no_style",  # D1 + D2 on the untranslated source
+    "cyclegan",  # CycleGAN in place of the style transfer, then the segmenter on its translations
     "no_adaptation",
     "supervised",
 )
