@@ -79,7 +79,7 @@ def test_training_runs_both_stages_and_writes_the_masked_target_segmenter(traine
     assert all(torch.equal(local["D1"][k], state[f"segmenter.discriminator.{k}"]) for k in local["D1"])
     # The poly schedule (every optimiser) stepped after each of the two epochs: (1 - e/2)^0.9 of
     # the base rate, 0.5^0.9 in the second epoch, 0 when the stage ends.
-    for name, base in (("segmenter", 0.00025), ("discriminators", 0.0001)):
+    for name, base in (("segmenter", 0.01), ("discriminators", 0.0001)):
         scheduler = local[f"lr_scheduler_{name}"]
         assert scheduler["last_epoch"] == 2 and scheduler["base_lrs"] == [pytest.approx(base)]
         assert local[f"optimizer_{name}"]["param_groups"][0]["lr"] == 0.0

@@ -240,6 +240,17 @@ def test_deeplab_is_a_dilated_resnet_at_output_stride_8():
         assert torch.allclose(scripted(x), segmenter(x), atol=1e-5)
 
 
+def test_output_stride_4_leaves_out_the_max_pooling_and_upsamples_by_4():
+    torch.manual_seed(0)
+    segmenter = DeepLabSegmenter(1, 5, (1, 1, 1, 1), (8, 16, 32, 64), 16, output_stride=4)
+    x = torch.randn(2, 1, 64, 64)
+    assert segmenter.features(x).shape == (2, 256, 16, 16) and segmenter(x).shape == (2, 5, 64, 64)
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in segmenter.modules())
+    assert any(isinstance(m, torch.nn.MaxPool2d) for m in small_segmenter().modules())
+    with pytest.raises(ValueError, match="output_stride 16; expected 8"):
+        DeepLabSegmenter(output_stride=16)
+
+
 def test_the_pixel_discriminator_scores_every_feature_location():
     features = small_segmenter().features(torch.randn(2, 1, 64, 64))
     assert PixelDiscriminator(256, 32)(features).shape == (2, 1, 8, 8)

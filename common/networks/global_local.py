@@ -294,15 +294,23 @@ class DeepLabFeatureExtractor(nn.Module):
     ``layers=(3, 4, 6, 3)``, ``block_inplanes=(64, 128, 256, 512)``): a 7x7 stride-2 stem, max
     pooling and the four stages, the last two with their strides replaced by dilation 2 and 4
     (DeepLab's output stride 8); no pooling or classifier. Trained from scratch (the paper).
+    ``output_stride=4`` leaves out the max pooling: on images a quarter of the paper's size
+    (64 px for its 256), features 16 x 16 rather than 8 x 8, the relative resolution of
+    DeepLab v3's output stride 16 at the paper's size, so that the thin myocardium stays
+    resolvable.
 
     Args:
         in_channels: image channels.
         layers: bottleneck blocks per stage.
         block_inplanes: the stages' widths (features: ``4 * block_inplanes[-1]`` channels).
+        output_stride: 8 (DeepLab's) or 4 (without the max pooling).
 
     Shapes:
-        ``(B, in_channels, H, W) -> (B, 4 * block_inplanes[-1], H / 8, W / 8)``; ``H``, ``W``
-        divisible by 8.
+        ``(B, in_channels, H, W) -> (B, 4 * block_inplanes[-1], H / s, W / s)`` with ``s`` the
+        output stride; ``H``, ``W`` divisible by ``s``.
+
+    Raises:
+        ValueError: an output stride other than 4 or 8.
     """
 
     def __init__(
@@ -310,8 +318,11 @@ class DeepLabFeatureExtractor(nn.Module):
         in_channels: int = 1,
         layers: tuple[int, int, int, int] = (3, 4, 6, 3),
         block_inplanes: tuple[int, int, int, int] = (64, 128, 256, 512),
+        output_stride: int = 8,
     ) -> None:
         super().__init__()
+        if output_stride not in (4, 8):
+            raise ValueError(f"DeepLab output_stride {output_stride!r}; expected 8 (DeepLab's) or 4.")
         resnet = ResNet(
             "bottleneck",
             list(layers),
@@ -328,9 +339,10 @@ class DeepLabFeatureExtractor(nn.Module):
                     module.stride = (1, 1)  # the first block's 3x3 conv and its shortcut
                 if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3):
                     module.dilation, module.padding = (dilation, dilation), (dilation, dilation)
-        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.act, resnet.maxpool)
+        pool = [resnet.maxpool] if output_stride == 8 else []
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.act, *pool)
         self.stages = nn.Sequential(resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
-        self.out_channels = 4 * block_inplanes[-1]
+        self.out_channels, self.output_stride = 4 * block_inplanes[-1], output_stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Extracts the features.
@@ -339,7 +351,7 @@ class DeepLabFeatureExtractor(nn.Module):
             x: images ``(B, in_channels, H, W)``.
 
         Returns:
-            Features at 1/8 of the image size.
+            Features at ``1 / output_stride`` of the image size.
         """
         return self.stages(self.stem(x))
 
@@ -388,6 +400,8 @@ class DeepLabSegmenter(nn.Module):
         layers: ``DeepLabFeatureExtractor``'s blocks per stage.
         block_inplanes: its stages' widths.
         aspp_channels: ``DeepLabLabelPredictor``'s branch channels.
+        output_stride: ``DeepLabFeatureExtractor``'s (8, DeepLab's, or 4); the logits are
+            upsampled by as much.
 
     Shapes:
         ``(B, in_channels, H, W) -> (B, num_classes, H, W)``.
@@ -400,10 +414,11 @@ class DeepLabSegmenter(nn.Module):
         layers: tuple[int, int, int, int] = (3, 4, 6, 3),
         block_inplanes: tuple[int, int, int, int] = (64, 128, 256, 512),
         aspp_channels: int = 256,
+        output_stride: int = 8,
     ) -> None:
         super().__init__()
-        self.features = DeepLabFeatureExtractor(in_channels, layers, block_inplanes)
-        self.predictor = DeepLabLabelPredictor(self.features.out_channels, num_classes, aspp_channels)
+        self.features = DeepLabFeatureExtractor(in_channels, layers, block_inplanes, output_stride)
+        self.predictor = DeepLabLabelPredictor(self.features.out_channels, num_classes, aspp_channels, output_stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Segments a batch.
