@@ -58,6 +58,11 @@ def test_a_mask_on_exactly_the_errors_scores_auc_1(one_volume, tmp_path, mode, a
     assert mean["mask_on_error"] == pytest.approx(on, abs=1e-6) and mean["mask_off_error"] == pytest.approx(
         off, abs=1e-6
     )
+    # The mask falls on the structures (entropy) or on the background (certainty); D1 says "target"
+    # with certainty off the structures and 0.5 on them.
+    assert mean["mask_on_structures"] == pytest.approx(on, abs=1e-6)
+    assert mean["mask_on_background"] == pytest.approx(off, abs=1e-6)
+    assert mean["d1_target"] == pytest.approx(1 - 0.5 * float((label > 0).float().mean()), abs=1e-6)
     assert json.loads((tmp_path / "metrics.json").read_text())["per_volume"][0]["volume"].endswith(".nii.gz")
     assert (tmp_path / "mask_error.png").stat().st_size > 5_000
 

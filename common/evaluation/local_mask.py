@@ -12,7 +12,12 @@ mask ``M`` is brought to the image size (nearest), and scored against the error 
 - ``mask_error_auc``: the area under the ROC curve of the mask as a detector of the error pixels
   (MONAI's ``compute_roc_auc``; 0.5: the mask does not follow the errors, 1: it marks exactly
   them, below 0.5: it marks the right pixels); NaN for a volume without errors;
-- ``error_rate``: the share of wrong pixels.
+- ``error_rate``: the share of wrong pixels;
+- ``mask_on_structures`` / ``mask_on_background``: the mask's mean over the labelled structures /
+  the background (the paper's Fig. 6 reading: after style transfer the mask should fall on the
+  segmentation targets rather than the background);
+- ``d1_target``: ``D1``'s mean probability that the target features are the target's (its
+  training label; 0.5: ``D1`` cannot tell the domains apart, 1: it still separates them).
 
 Target labels are read here, for evaluation only.
 """
@@ -89,10 +94,11 @@ def evaluate_local_mask(
         x = as_slices(volume["image"]).to(device)
         label = as_slices(volume["label"])[:, 0].round().long()
         f = features(x)
-        m = local_feature_mask(discriminator(f), mask)
+        logits = discriminator(f)
+        m = local_feature_mask(logits, mask)
         prediction = predictor(reweight_features(f, m)).float().argmax(1).cpu()
         m = F.interpolate(m, size=tuple(x.shape[2:]), mode="nearest")[:, 0].cpu()
-        error = prediction != label
+        error, structures = prediction != label, label > 0
         rows.append(
             {
                 "volume": Path(entry["image"]).name,
@@ -104,6 +110,9 @@ def evaluate_local_mask(
                     if error.any() and (~error).any()
                     else math.nan
                 ),
+                "mask_on_structures": float(m[structures].mean()) if structures.any() else math.nan,
+                "mask_on_background": float(m[~structures].mean()) if (~structures).any() else math.nan,
+                "d1_target": float(torch.sigmoid(logits.float()).mean()),
             }
         )
         if len(shown) < examples:
