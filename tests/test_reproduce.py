@@ -159,6 +159,7 @@ def test_every_options_matrix_is_scored_on_the_labelled_validation_split(bundle)
         "mi2gan": {"literal", "product_jsd"},
         "dadr": {"identity_source", "mean_source"},
         "synthmix": {"bce_uniform", "lsgan"},
+        "global_local_alignment": {"entropy", "certainty", "none"},
     }[bundle]
     assert expected <= set(matrix["variants"])  # the paper's literal choice and the default stay compared
     assert {"mi2gan", "dadr"} <= {p.name for p in BUNDLES.iterdir() if (p / "configs" / "options.yaml").is_file()}
