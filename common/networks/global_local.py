@@ -418,7 +418,9 @@ class DeepLabSegmenter(nn.Module):
     ) -> None:
         super().__init__()
         self.features = DeepLabFeatureExtractor(in_channels, layers, block_inplanes, output_stride)
-        self.predictor = DeepLabLabelPredictor(self.features.out_channels, num_classes, aspp_channels, output_stride)
+        self.predictor = DeepLabLabelPredictor(
+            self.features.out_channels, num_classes, aspp_channels, self.features.output_stride
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Segments a batch.
