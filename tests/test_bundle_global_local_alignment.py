@@ -196,6 +196,9 @@ def test_evaluation_scores_every_volume_and_probes_the_translation_and_the_mask(
     assert len(mask["per_volume"]) == len(datalist["target"]["test"])
     assert 0 <= mask["mean"]["mask_on_error"] <= 1 and 0 < mask["mean"]["error_rate"] <= 1
     assert (root / "eval" / "local_mask" / "mask_error.png").stat().st_size > 5_000
+    gap = json.loads((root / "eval" / "feature_gap" / "metrics.json").read_text())
+    assert len(gap["per_volume"]) == len(datalist["target"]["test"])
+    assert 0 <= gap["mean"]["fresh_domain_auc"] <= 1 and 0 <= gap["mean"]["trained_domain_auc"] <= 1
 
 
 def test_inference_writes_label_maps_with_the_inputs_geometry(trained, tmp_path):
