@@ -53,6 +53,37 @@ __all__ = ["evaluate_local_mask", "evaluate_feature_gap"]
 logger = logging.getLogger(__name__)
 
 
+def _labelled_target(datalist: dict, split: str) -> tuple[list[dict], CacheDataset]:
+    """The target ``split`` entries and their loaded images and labels.
+
+    Raises:
+        DatalistError: entries without a ``label``.
+    """
+    items = entries(datalist, "target", split)
+    if not items or any("label" not in e for e in items):
+        raise DatalistError(f"`target.{split}` entries need a `label` to score the local mask against the errors.")
+    volumes = CacheDataset(
+        [{"image": e["image"], "label": e["label"]} for e in items],
+        domain_transform(datalist, "target", ("image", "label")),
+        progress=False,
+    )
+    return items, volumes
+
+
+def _mask_scores(mask: torch.Tensor, error: torch.Tensor, structures: torch.Tensor, prefix: str = "") -> dict:
+    """A mask at image size against the error map: its ROC AUC as an error detector (NaN without
+    both right and wrong pixels) and its mean on the structures and the background."""
+    return {
+        f"{prefix}mask_error_auc": (
+            float(compute_roc_auc(mask.flatten(), error.flatten().float()))
+            if error.any() and (~error).any()
+            else math.nan
+        ),
+        f"{prefix}mask_on_structures": float(mask[structures].mean()) if structures.any() else math.nan,
+        f"{prefix}mask_on_background": float(mask[~structures].mean()) if (~structures).any() else math.nan,
+    }
+
+
 @torch.no_grad()
 def evaluate_local_mask(
     features: nn.Module,
@@ -85,14 +116,7 @@ def evaluate_local_mask(
     Raises:
         DatalistError: target entries of the split without a ``label``.
     """
-    items = entries(datalist, "target", split)
-    if not items or any("label" not in e for e in items):
-        raise DatalistError(f"`target.{split}` entries need a `label` to score the local mask against the errors.")
-    volumes = CacheDataset(
-        [{"image": e["image"], "label": e["label"]} for e in items],
-        domain_transform(datalist, "target", ("image", "label")),
-        progress=False,
-    )
+    items, volumes = _labelled_target(datalist, split)
     networks = (features, predictor, discriminator)
     modes = [n.training for n in networks]
     for network in networks:
@@ -113,13 +137,7 @@ def evaluate_local_mask(
                 "error_rate": float(error.float().mean()),
                 "mask_on_error": float(m[error].mean()) if error.any() else math.nan,
                 "mask_off_error": float(m[~error].mean()) if (~error).any() else math.nan,
-                "mask_error_auc": (
-                    float(compute_roc_auc(m.flatten(), error.flatten().float()))
-                    if error.any() and (~error).any()
-                    else math.nan
-                ),
-                "mask_on_structures": float(m[structures].mean()) if structures.any() else math.nan,
-                "mask_on_background": float(m[~structures].mean()) if (~structures).any() else math.nan,
+                **_mask_scores(m, error, structures),
                 "d1_target": float(torch.sigmoid(logits.float()).mean()),
             }
         )
@@ -216,9 +234,7 @@ def evaluate_feature_gap(
     Raises:
         DatalistError: target entries of the split without a ``label``.
     """
-    items = entries(datalist, "target", split)
-    if not items or any("label" not in e for e in items):
-        raise DatalistError(f"`target.{split}` entries need a `label` to score the local mask against the errors.")
+    items, volumes = _labelled_target(datalist, split)
     modules = [m for m in (features, segmenter, translator, trained) if m is not None]
     modes = [m.training for m in modules]
     for module in modules:
@@ -259,11 +275,6 @@ def evaluate_feature_gap(
         optimizer.step()
     fresh.eval()
 
-    volumes = CacheDataset(
-        [{"image": e["image"], "label": e["label"]} for e in items],
-        domain_transform(datalist, "target", ("image", "label")),
-        progress=False,
-    )
     rows, shown = [], []
     with torch.no_grad():
         p_source = torch.sigmoid(fresh(f_held_out))
@@ -280,13 +291,7 @@ def evaluate_feature_gap(
                 "volume": Path(entry["image"]).name,
                 "fresh_domain_auc": _domain_auc(p_source, torch.sigmoid(logits)),
                 "fresh_d1_target": float(torch.sigmoid(logits).mean()),
-                "fresh_mask_error_auc": (
-                    float(compute_roc_auc(m.flatten(), error.flatten().float()))
-                    if error.any() and (~error).any()
-                    else math.nan
-                ),
-                "fresh_mask_on_structures": float(m[structures].mean()) if structures.any() else math.nan,
-                "fresh_mask_on_background": float(m[~structures].mean()) if (~structures).any() else math.nan,
+                **_mask_scores(m, error, structures, prefix="fresh_"),
             }
             if p_source_trained is not None:
                 row["trained_domain_auc"] = _domain_auc(p_source_trained, torch.sigmoid(trained(f).float()))
