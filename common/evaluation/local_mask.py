@@ -45,6 +45,7 @@ from torch import nn
 from common.data.datalist import DatalistError, entries
 from common.data.datasets import image_dataset
 from common.data.io import domain_transform
+from common.engines.global_local import LocalAlignmentTrainer
 from common.evaluation.report import as_slices, show_image, summarise, write_tables
 from common.networks.global_local import local_feature_mask, reweight_features
 
@@ -241,22 +242,15 @@ def evaluate_feature_gap(
         module.to(device).eval()
     generator = torch.Generator().manual_seed(seed)
 
-    def training_slices(domain: str) -> torch.Tensor:
-        data = image_dataset(datalist, domain, "training")
-        keep = torch.linspace(0, len(data) - 1, min(max_slices, len(data))).round().long().unique()
+    def slices(domain: str, split: str, limit: int | None = None) -> torch.Tensor:
+        data = image_dataset(datalist, domain, split)
+        keep = torch.linspace(0, len(data) - 1, min(limit or len(data), len(data))).round().long().unique()
         return torch.stack([torch.as_tensor(data[int(i)]["image"]).as_subclass(torch.Tensor) for i in keep]).to(device)
 
     with torch.no_grad():
-        f_source = _features(features, training_slices("source"), translator, batch_size)
-        f_target = _features(features, training_slices("target"), None, batch_size)
-        held_out = CacheDataset(
-            [{"image": e["image"]} for e in entries(datalist, "source", split)],
-            domain_transform(datalist, "source", ("image",)),
-            progress=False,
-        )
-        f_held_out = torch.cat(
-            [_features(features, as_slices(v["image"]).to(device), translator, batch_size) for v in held_out]
-        )
+        f_source = _features(features, slices("source", "training", max_slices), translator, batch_size)
+        f_target = _features(features, slices("target", "training", max_slices), None, batch_size)
+        f_held_out = _features(features, slices("source", split), translator, batch_size)
 
     torch.manual_seed(seed)
     fresh = copy.deepcopy(discriminator).to(device).train()
@@ -267,9 +261,7 @@ def evaluate_feature_gap(
     for _ in range(iterations):
         s = f_source[torch.randint(len(f_source), (batch_size,), generator=generator)]
         t = f_target[torch.randint(len(f_target), (batch_size,), generator=generator)]
-        logits_s, logits_t = fresh(s), fresh(t)
-        loss = F.binary_cross_entropy_with_logits(logits_s, torch.zeros_like(logits_s))
-        loss = loss + F.binary_cross_entropy_with_logits(logits_t, torch.ones_like(logits_t))
+        loss = LocalAlignmentTrainer.bce(fresh(s), source=True) + LocalAlignmentTrainer.bce(fresh(t), source=False)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
