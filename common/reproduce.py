@@ -13,7 +13,9 @@ for segmentation). Each run trains with
 ``train.yaml`` + the preset's overlays + its overrides (its own ``models`` and ``eval``
 folders under ``--out/runs``), then runs ``evaluating`` with the evaluation overlay. A run
 whose ``metrics.json`` exists is not run again, so an interrupted matrix continues where it
-stopped (``--force`` reruns; ``--evaluate-only`` scores trained runs again). The outputs are
+stopped (``--force`` reruns; ``--evaluate-only`` scores trained runs again); with ``--resume``
+an interrupted run also continues inside, from its stage checkpoints (``resume: true``; its
+``training_seconds`` then count only the continued part, and ``results.md`` says which runs). The outputs are
 ``results.json`` (a list of rows: ``variant``, the settings, every metric, the seconds taken),
 ``results.csv``, ``results.md`` (one table per metric, variants by setting, with the mean over
 seeds when the setting is ``seed``) and ``metrics.png`` (each metric against the first setting).
@@ -146,16 +148,23 @@ def _worker(threads: int) -> None:
 
 
 def _train_and_evaluate(
-    bundle: str, overlays: list[str], evaluate: str, overrides: dict, folder: str, train: bool = True
+    bundle: str,
+    overlays: list[str],
+    evaluate: str,
+    overrides: dict,
+    folder: str,
+    train: bool = True,
+    resumed: bool = False,
 ) -> None:
-    """One run: ``training`` (timed, the seconds written to the run folder), then ``evaluating``."""
+    """One run: ``training`` (timed, the seconds written to the run folder, with whether it continued
+    an interrupted run), then ``evaluating``."""
     bundle_path, folder_path = Path(bundle), Path(folder)
     logger.info("Run %s: %s", folder_path.name, overrides)
     if train:
         tick = time.perf_counter()
         _run(_parse(bundle_path, overlays, overrides), "training")
         seconds = time.perf_counter() - tick
-        (folder_path / "seconds.json").write_text(json.dumps({"training_seconds": seconds}))
+        (folder_path / "seconds.json").write_text(json.dumps({"training_seconds": seconds, "resumed": resumed}))
     _run(_parse(bundle_path, [*overlays, evaluate], overrides), "evaluating")
 
 
@@ -168,6 +177,7 @@ def run_matrix(
     evaluate_only: bool = False,
     matrix_name: str = "reproduce",
     variants: list[str] | None = None,
+    resume: bool = False,
 ) -> list[dict]:
     """Trains and evaluates every run of a bundle's matrix.
 
@@ -182,6 +192,8 @@ def run_matrix(
             evaluation) without training; every run must have its weights.
         matrix_name: the matrix, ``configs/<matrix_name>.yaml`` (default ``reproduce``).
         variants: run and report only these variants (default: all).
+        resume: continue the runs without results from their stage checkpoints (``resume: true``)
+            instead of training them from the start.
 
     Returns:
         The result rows.
@@ -235,7 +247,12 @@ def run_matrix(
                 {"folder": folder, "args": (str(bundle), overlays, matrix["evaluate"], overrides, str(folder), False)}
             )
         elif force or not (folder / "eval" / "metrics.json").is_file():
-            job = {"folder": folder, "args": (str(bundle), overlays, matrix["evaluate"], overrides, str(folder))}
+            if resume:
+                overrides["resume"] = True
+            job = {
+                "folder": folder,
+                "args": (str(bundle), overlays, matrix["evaluate"], overrides, str(folder), True, resume),
+            }
             if variant in matrix["reuse"]:
                 spec = matrix["reuse"][variant]
                 job["reuse"] = (out / "runs" / _run_name(spec["from"], settings), spec["stages"])
@@ -247,11 +264,13 @@ def run_matrix(
     for job in todo:  # generate every run's data (e.g. a multi-phase variant's) before parallel runs race to write it
         _parse(bundle, overlays, job["args"][3]).get_parsed_content("datalist")
     _execute(todo, jobs, started)
-    rows, baseline = [], matrix["baseline"]
+    rows, baseline, resumed = [], matrix["baseline"], []
     for variant, settings in runs:
         folder = out / "runs" / _run_name(variant, settings)
         mean = _means(folder / "eval")
         timing = folder / "seconds.json"
+        if timing.is_file() and json.loads(timing.read_text()).get("resumed"):
+            resumed.append(folder.name)
         rows.append(
             {
                 "variant": variant,
@@ -274,6 +293,7 @@ def run_matrix(
             "jobs": jobs,
             "seconds": time.perf_counter() - started,
             "evaluate_only": evaluate_only,
+            "resumed": resumed,
         },
     )
     return rows
@@ -412,6 +432,12 @@ def _markdown(rows: list[dict], matrix: dict, info: dict) -> str:
         ),
         "",
     ]
+    if info.get("resumed"):
+        lines += [
+            f"Continued after an interruption (`--resume`; the training time counts only the continued part): "
+            f"{', '.join(info['resumed'])}.",
+            "",
+        ]
     if matrix.get("overrides"):
         common = ", ".join(f"`{k}: {v}`" for k, v in matrix["overrides"].items())
         lines += [f"Every run sets {common}.", ""]
@@ -538,7 +564,7 @@ def _examples(rows: list[dict], matrix: dict, out: Path, path: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     """Command line: ``python -m common.reproduce BUNDLE [--preset P] [--matrix M] [--variants V ...] [--out DIR]
-    [--force] [--jobs N]``.
+    [--force] [--jobs N] [--evaluate-only] [--resume]``.
 
     Args:
         argv: the arguments (default: ``sys.argv[1:]``).
@@ -559,13 +585,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--force", action="store_true", help="rerun runs that already have results")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
     parser.add_argument("--evaluate-only", action="store_true", help="evaluate the trained runs again, no training")
+    parser.add_argument("--resume", action="store_true", help="continue interrupted runs from their stage checkpoints")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     which = "" if args.matrix == "reproduce" else f"_{args.matrix}"
     out = args.out or Path("reproduce") / f"{Path(args.bundle).name}{which}_{args.preset}"
     try:
         return run_matrix(
-            args.bundle, args.preset, out, args.force, args.jobs, args.evaluate_only, args.matrix, args.variants
+            args.bundle,
+            args.preset,
+            out,
+            args.force,
+            args.jobs,
+            args.evaluate_only,
+            args.matrix,
+            args.variants,
+            args.resume,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -108,6 +108,28 @@ def test_evaluate_only_scores_the_trained_runs_again(quick_matrix, tmp_path):
         run_matrix(root, "quick", tmp_path / "empty", evaluate_only=True)
 
 
+def test_resume_continues_an_interrupted_run_from_its_checkpoints(quick_matrix, tmp_path, caplog):
+    root, out, rows = quick_matrix
+    # Two runs killed after their last checkpoint, before the release weights and the evaluation.
+    for name in ("reggan_noise_level0", "reggan_noise_level3"):
+        shutil.copytree(out / "runs" / name / "models", tmp_path / "runs" / name / "models")
+        (tmp_path / "runs" / name / "models" / "model.pt").unlink()
+    with caplog.at_level(logging.INFO):
+        again = run_matrix(root, "quick", tmp_path, variants=["reggan"], resume=True)
+    assert (
+        caplog.text.count("Stage 'translation': finished earlier") == 2
+        and "Stage 'translation': training" not in caplog.text
+    )
+    # The weights of the interrupted runs, not new ones: the same scores.
+    assert [r["nmae"] for r in again] == pytest.approx([r["nmae"] for r in rows if r["variant"] == "reggan"], abs=1e-6)
+    assert json.loads((tmp_path / "runs" / "reggan_noise_level3" / "seconds.json").read_text())["resumed"] is True
+    assert (
+        "the training time counts only the continued part): reggan_noise_level0, reggan_noise_level3."
+        in (tmp_path / "results.md").read_text()
+    )
+    assert "Continued after an interruption" not in (out / "results.md").read_text()
+
+
 def test_selected_variants_are_the_only_rows(quick_matrix, tmp_path):
     root, out, rows = quick_matrix
     again = run_matrix(root, "quick", out, evaluate_only=True, variants=["reggan"])
