@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from common.bundle import check_bundle, find_monai_schema
+from common.bundle import check_bundle, find_monai_schema, read_settings
 
 
 def copy_bundle(target: Path, source: Path, keep_data: bool = False) -> Path:
@@ -76,13 +76,14 @@ def bundle_run(
 
 
 def bundle_infer(root: Path, source: Path, output_dir: Path, *overlays: str) -> str:
-    """Runs ``inference.yaml`` (with ``quick.yaml`` and ``overlays``) on ``source`` (a datalist, a
-    folder or a file) into ``output_dir``, on the CPU.
+    """Runs ``inference.yaml`` (with ``overlays``) on ``source`` (a datalist, a folder or a file)
+    into ``output_dir``, on the CPU. No preset overlay: the trained bundle's recorded settings
+    (``models/model_settings.json``) rebuild its network.
 
     Returns:
         The combined output.
     """
-    configs = ["configs/inference.yaml", "configs/quick.yaml", *overlays]
+    configs = ["configs/inference.yaml", *overlays]
     return bundle_run(root, None, configs, "--input", str(source), "--output_dir", str(output_dir), *ON_CPU)
 
 
@@ -171,9 +172,11 @@ def assert_check_and_export(
 ) -> None:
     """`common.bundle check` passes on a trained bundle copy (project schema, MONAI's schema when
     ``../shared/monai`` is beside ``source``'s repository) and its TorchScript export computes
-    what ``network`` loaded with ``models/model.pt`` computes."""
+    what ``network`` loaded with ``models/model.pt`` computes; without the preset's overlay (the
+    bundle was trained with ``quick.yaml``, which its recorded settings say)."""
+    assert read_settings(root / "models")["preset"] == "quick"
     monai_schema = find_monai_schema(source)
-    passed = check_bundle(root, monai_schema=monai_schema, overlays=["configs/quick.yaml"])
+    passed = check_bundle(root, monai_schema=monai_schema)
     assert any("exports to models/model.ts" in line for line in passed)
     assert any("project schema" in line for line in passed)
     if monai_schema is not None:

@@ -4,14 +4,25 @@ training, resume, evaluation, inference, 2-process DDP (gloo on CPU) and `common
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import assert_check_and_export, bundle_infer, bundle_run, copy_bundle, ddp_run
+from bundle_helpers import (
+    ENV,
+    ON_CPU,
+    assert_check_and_export,
+    bundle_command,
+    bundle_infer,
+    bundle_run,
+    copy_bundle,
+    ddp_run,
+)
 
 from common.bundle import check_bundle
 from common.data.datalist import load_datalist
@@ -116,6 +127,41 @@ def test_inference_translates_with_the_inputs_geometry(trained, tmp_path):
     image = domain_transform(datalist, "source", ("image",))({"image": str(inputs[0])})["image"]
     expected = translate(network.eval(), image)[0].numpy()
     np.testing.assert_allclose(np.asarray(first_out.dataobj), expected, atol=1e-5)
+
+
+def test_inference_rebuilds_the_trained_network_from_its_recorded_settings(trained, tmp_path):
+    root, _ = trained
+    record = json.loads((root / "models" / "model_settings.json").read_text())
+    datalist = load_datalist(root / "data" / "abdomen_32" / "datalist.json")
+    assert record == {
+        "preset": "quick",
+        "settings": {
+            "in_channels": 1,
+            "out_channels": 1,
+            **QUICK_NET,
+            "intensity": datalist["domains"]["source"]["intensity"],
+            "datalist": os.path.join("data", "abdomen_32", "datalist.json"),
+        },
+    }
+    # inference.yaml alone, no --input: quick.yaml's network on the datalist training used.
+    bundle_run(root, None, ["configs/inference.yaml"], "--output_dir", str(tmp_path / "out"), *ON_CPU)
+    written = sorted(p.name for p in (tmp_path / "out").glob("*_trans.nii.gz"))
+    assert written == sorted(
+        Path(e["image"]).name.replace(".nii.gz", "_trans.nii.gz") for e in datalist["source"]["test"]
+    )
+    # Settings that do not fit the weights: one line naming the weights, the preset, the bundle and the keys.
+    result = subprocess.run(
+        bundle_command(None, ["configs/inference.yaml"], "--ngf", "16", "--output_dir", str(tmp_path / "no"), *ON_CPU),
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert result.returncode != 0 and not (tmp_path / "no").exists()
+    assert (
+        f"ValueError: models/model.pt (trained with the preset 'quick') does not fit network_def of the bundle "
+        f"{root.name!r}: size mismatch: model.0.weight (8, 1, 7, 7) vs (16, 1, 7, 7), model.0.bias (8,) vs (16,)"
+    ) in result.stderr
 
 
 def test_two_process_ddp(trained, tmp_path):

@@ -24,6 +24,7 @@ from bundle_helpers import (
 )
 from monai.bundle import ConfigParser
 
+from common.bundle import read_settings
 from common.data.datalist import load_datalist
 from common.engines import CycleGANTrainer, LocalAlignmentTrainer, StyleTransferTrainer
 from common.networks import (
@@ -245,6 +246,9 @@ def test_the_matrix_reuses_the_full_run_s_style_transfer(trained, tmp_path):
     by_name = {r["variant"]: r for r in rows}
     assert 0 <= by_name["full"]["local_mask/mask_error_auc"] <= 1
     assert np.isnan(by_name["style_only"]["local_mask/mask_error_auc"])  # no D1, no mask
+    # Each run records the mask its release network uses, so inference.yaml needs no --local_mask.
+    masks = {v: read_settings(out / "runs" / v / "models")["settings"]["local_mask"] for v in by_name}
+    assert masks == {"full": "entropy", "style_only": "none", "no_adaptation": "none"}
     assert np.isnan(by_name["no_adaptation"]["translation/nmae"]) and by_name["full"]["translation/nmae"] > 0
     assert "`style_only` reuses the finished style_transfer stage(s) of `full`" in (out / "results.md").read_text()
 

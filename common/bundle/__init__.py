@@ -1,5 +1,25 @@
-"""Bundle tooling: the metadata schema and ``python -m common.bundle check BUNDLE``."""
+"""Bundle tooling: the metadata schema, ``python -m common.bundle check BUNDLE`` and the settings
+a trained bundle records for its inference (``common.bundle.settings``)."""
 
 from common.bundle.check import REQUIRED_FILES, BundleCheckError, check_bundle, find_monai_schema
+from common.bundle.settings import (
+    SETTINGS_FILENAME,
+    bundle_relative,
+    load_release,
+    read_settings,
+    record_settings,
+    trained,
+)
 
-__all__ = ["REQUIRED_FILES", "BundleCheckError", "check_bundle", "find_monai_schema"]
+__all__ = [
+    "REQUIRED_FILES",
+    "BundleCheckError",
+    "check_bundle",
+    "find_monai_schema",
+    "SETTINGS_FILENAME",
+    "bundle_relative",
+    "load_release",
+    "read_settings",
+    "record_settings",
+    "trained",
+]

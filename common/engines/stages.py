@@ -29,6 +29,7 @@ from monai.handlers import CheckpointLoader
 from monai.utils import set_determinism
 from torch import nn
 
+from common.bundle.settings import record_settings
 from common.engines.base import is_main_process, unwrap
 
 __all__ = ["Stage", "run_stages", "atomic_save", "load_stage_networks", "RELEASE_FILENAME"]
@@ -137,8 +138,11 @@ def run_stages(
     release: nn.Module | None = None,
     seed: int | None = None,
     device: torch.device | str = "cpu",
+    settings: Mapping[str, Any] | None = None,
+    preset: str = "default",
 ) -> None:
-    """Runs the stages in order, with per-stage checkpoints and resume, then writes the release weights.
+    """Runs the stages in order, with per-stage checkpoints and resume, then writes the release weights
+    and, beside them, the settings ``inference.yaml`` needs to rebuild the release network.
 
     Args:
         stages: the stages, in order.
@@ -148,6 +152,10 @@ def run_stages(
         release: the inference network, saved as ``ckpt_dir/model.pt`` after the last stage.
         seed: ``set_determinism`` seed before each stage (plus the rank under torch.distributed).
         device: where checkpoints are loaded to.
+        settings: ``{inference.yaml id: value}`` of the release network (sizes, channels, the input's
+            intensity normalisation), written to ``ckpt_dir/model_settings.json``
+            (``common.bundle.settings``).
+        preset: the preset the run was trained with, recorded with the settings.
 
     Raises:
         ValueError: two stages with one name.
@@ -188,6 +196,8 @@ def run_stages(
     if release is not None and main:
         atomic_save(unwrap(release).state_dict(), ckpt_dir / RELEASE_FILENAME)
         logger.info("Saved the release weights %s", ckpt_dir / RELEASE_FILENAME)
+        if settings is not None:
+            logger.info("Saved their settings %s", record_settings(ckpt_dir, settings, preset))
 
 
 def _save_checkpoint(engine: Engine, objects: Mapping[str, Any], path: Path) -> None:

@@ -31,7 +31,7 @@ from common.networks.global_local import (
     one_hot_domain,
     reweight_features,
 )
-from common.networks.pipeline import TranslateThenSegment, sub_state_dict
+from common.networks.pipeline import TranslateThenSegment, sub_state_dict, unet_segmenter
 from common.networks.registration import RegistrationNetwork, ResUNetRegistration, registration_network
 from common.networks.sifa import (
     SIFADecoder,
@@ -63,6 +63,7 @@ __all__ = [
     "NeutralStyle",
     "ContentOnlyImage",
     "sub_state_dict",
+    "unet_segmenter",
     "SIFAEncoder",
     "SIFASegmenter",
     "SIFASegmentationNetwork",

@@ -3,12 +3,13 @@ the segmenter, so that an adaptation bundle can be served as a segmentation mode
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
+from monai.networks.nets import BasicUNet, FlexibleUNet
 from torch import nn
 
-__all__ = ["TranslateThenSegment", "sub_state_dict"]
+__all__ = ["TranslateThenSegment", "sub_state_dict", "unet_segmenter"]
 
 
 class TranslateThenSegment(nn.Module):
@@ -63,3 +64,28 @@ def sub_state_dict(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, 
     if not sub:
         raise KeyError(f"No weights under {head!r}; the state_dict has {sorted({k.split('.')[0] for k in state})}.")
     return sub
+
+
+def unet_segmenter(
+    in_channels: int, out_channels: int, backbone: str = "resnet50", features: Sequence[int] | None = None
+) -> nn.Module:
+    """A 2D U-Net segmenter named by two settings, so that a trained bundle can record which one
+    it trained: MONAI's ``FlexibleUNet`` with an encoder ``backbone`` (e.g. ``resnet50``, the
+    ResUNet-50; no pretrained weights), or with ``backbone="unet"`` MONAI's ``BasicUNet`` with
+    ``features`` (its six filter counts; MONAI's default when ``None``).
+
+    Args:
+        in_channels: image channels.
+        out_channels: classes.
+        backbone: a ``FlexibleUNet`` backbone, or ``unet``.
+        features: the ``BasicUNet`` filters (``backbone="unet"`` only).
+
+    Returns:
+        The network.
+    """
+    if backbone == "unet":
+        extra = {} if features is None else {"features": tuple(features)}
+        return BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=out_channels, **extra)
+    return FlexibleUNet(
+        in_channels=in_channels, out_channels=out_channels, backbone=backbone, pretrained=False, spatial_dims=2
+    )
