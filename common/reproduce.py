@@ -56,6 +56,7 @@ from matplotlib.figure import Figure
 from monai.bundle import ConfigParser
 
 from common.evaluation import show_image
+from common.evaluation.report import json_text
 
 __all__ = ["load_matrix", "run_matrix", "write_results", "main"]
 
@@ -386,7 +387,7 @@ def write_results(rows: list[dict], matrix: dict, out: str | Path, info: dict) -
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / "results.json").write_text(json_text(rows))
     with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -6,6 +6,8 @@ datalist determines."""
 from __future__ import annotations
 
 import importlib
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ SHARED_TRAIN = [
     "amp",
     "channels_last",
     "resume",
+    "preset",
     "val_interval",
     "save_best",
     "initialize",
@@ -83,3 +86,32 @@ def test_presets_take_channels_and_classes_from_the_datalist(bundle):
     for preset in ("quick.yaml", "cpu.yaml", "gpu.yaml", "train.yaml"):
         if (bundle / "configs" / preset).is_file():
             assert not list(_literal_sizes(config(bundle, preset))), f"{bundle.name}/{preset}"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
+def test_inference_reads_every_setting_training_records(bundle):
+    """Each id of train.yaml's `release_settings` is an id of inference.yaml read from the record
+    under its own name (the datalist is inference's default input), and every preset names itself."""
+    recorded = config(bundle, "train.yaml")["release_settings"]
+    inference = config(bundle, "inference.yaml")
+    for key in recorded:
+        target = "input" if key == "datalist" else key
+        assert f"common.bundle.trained(@ckpt_dir, {key!r}, " in str(inference.get(target)), f"{bundle.name}: {key}"
+    for preset in ("quick", "cpu", "gpu"):
+        if (bundle / "configs" / f"{preset}.yaml").is_file():
+            assert config(bundle, f"{preset}.yaml")["preset"] == preset, bundle.name
+    # and nothing in inference.yaml that training does not record is read from the record
+    read = set(
+        re.findall(r"common\.bundle\.trained\(@ckpt_dir, '(\w+)'", (bundle / "configs" / "inference.yaml").read_text())
+    )
+    assert read == set(recorded), bundle.name
+
+
+def test_every_json_file_of_the_bundles_is_as_the_zoo_s_pretty_format_json_writes_it():
+    """The model zoo's pre-commit hook `pretty-format-json --autofix --no-sort-keys --indent=4`
+    would rewrite any other layout (json.dumps with indent 4 and ASCII escapes, then a newline)."""
+    files = sorted(p for b in BUNDLES for p in b.rglob("*.json") if not {"data", "models", "eval"} & set(p.parts))
+    assert len(files) > 20
+    for path in files:
+        text = path.read_text()
+        assert text == json.dumps(json.loads(text), indent=4, ensure_ascii=True) + "\n", path

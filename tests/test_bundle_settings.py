@@ -26,6 +26,7 @@ def test_recorded_settings_are_plain_json_and_read_back(tmp_path):
         "settings": {"layers": [3, 4], "rate": 0.5, "classes": 5, "intensity": {"range": [-1, 2]}},
     }
     assert not list(tmp_path.glob(".*.tmp"))  # written through a temporary file, renamed
+    assert path.read_text().startswith('{\n    "preset": "cpu",\n')  # the model zoo's JSON layout
     assert trained(tmp_path, "layers", [9]) == [3, 4]
     assert trained(tmp_path, "absent", "default") == "default"
     assert trained(tmp_path / "untrained", "layers", [9]) == [9] and read_settings(tmp_path / "untrained") is None

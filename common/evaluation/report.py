@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 
-__all__ = ["summarise", "write_tables", "as_slices", "middle", "show_image"]
+__all__ = ["summarise", "json_text", "write_json", "write_tables", "as_slices", "middle", "show_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +42,23 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
+def json_text(obj: object) -> str:
+    """``obj`` as JSON laid out as the MONAI model zoo's ``pretty-format-json`` pre-commit hook
+    writes it (``--indent=4 --no-sort-keys``: four spaces, keys in order, ASCII escapes, a final
+    newline), so that a bundle's JSON passes the zoo's hooks unchanged.
+
+    Args:
+        obj: JSON values (NaN and infinity are written as ``NaN``/``Infinity``, as ``json`` reads them).
+
+    Returns:
+        The text.
+    """
+    return json.dumps(obj, indent=4) + "\n"
+
+
 def write_json(obj: dict, path: str | Path) -> Path:
-    """Writes ``obj`` as indented JSON through a temporary file and a rename (the folder is created).
+    """Writes ``obj`` as JSON (:func:`json_text`) through a temporary file and a rename (the
+    folder is created).
 
     Returns:
         The path.
@@ -51,7 +66,7 @@ def write_json(obj: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    temporary.write_text(json.dumps(obj, indent=2) + "\n")
+    temporary.write_text(json_text(obj))
     os.replace(temporary, path)
     return path
 
@@ -75,7 +90,7 @@ def write_tables(result: dict, output_dir: str | Path) -> Path:
     writer.writerows(result["per_volume"])
     writer.writerow({"volume": "mean", **result["mean"]})
     writer.writerow({"volume": "std", **result["std"]})
-    for name, text in (("metrics.json", json.dumps(result, indent=2)), ("metrics.csv", table.getvalue())):
+    for name, text in (("metrics.json", json_text(result)), ("metrics.csv", table.getvalue())):
         temporary = output_dir / f".{name}.tmp"
         temporary.write_text(text)
         os.replace(temporary, output_dir / name)
