@@ -115,3 +115,13 @@ def test_every_json_file_of_the_bundles_is_as_the_zoo_s_pretty_format_json_write
     for path in files:
         text = path.read_text()
         assert text == json.dumps(json.loads(text), indent=4, ensure_ascii=True) + "\n", path
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
+def test_every_shipped_bundle_passes_the_check_with_the_zoo_s_smallest_input(bundle):
+    """`common.bundle check` on the bundle as shipped (the paper-size network_def, no weights):
+    verify_net_in_out at the model zoo's n = 1 and at n = 16, in evaluation and training mode."""
+    from common.bundle import check_bundle
+
+    passed = check_bundle(bundle, export=False)
+    assert any("matches network_data_format (n = 1 and 16, evaluation and training mode)" in p for p in passed)

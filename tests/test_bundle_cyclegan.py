@@ -181,12 +181,20 @@ def test_bundle_check_and_torchscript_export(trained):
 def test_bundle_check_reports_problems(tmp_path):
     copy = copy_bundle(tmp_path / "bundle", BUNDLE)
     meta = json.loads((copy / "configs" / "metadata.json").read_text())
-    meta["version"] = "9.9.9"
+    version, meta["version"] = meta["version"], "9.9.9"
     (copy / "configs" / "metadata.json").write_text(json.dumps(meta))
     from common.bundle import BundleCheckError
 
     with pytest.raises(BundleCheckError, match="changelog has no entry for version 9.9.9"):
         check_bundle(copy, export=False)
+    meta["version"] = version
+    meta["network_data_format"]["inputs"]["image"]["spatial_shape"] = ["4*n", "4*n"]  # 1 x 1 at the bottleneck
+    (copy / "configs" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        BundleCheckError, match=r"at \{'p': 1, 'n': 1, 'any': 1\} \(Expected more than 1 spatial element"
+    ):
+        check_bundle(copy, export=False)
+    meta["network_data_format"]["inputs"]["image"]["spatial_shape"] = ["8*n", "8*n"]
     del meta["required_packages_version"]["monai-crossdomain"]
     (copy / "configs" / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(BundleCheckError, match="required_packages_version: 'monai-crossdomain' is a required property"):

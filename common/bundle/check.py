@@ -9,7 +9,11 @@
    the changelog has an entry for the current version;
 3. every config file parses;
 4. ``network_def`` of ``inference.yaml`` instantiates and passes MONAI's ``verify_net_in_out``
-   against the metadata's input and output formats;
+   against the metadata's input and output formats with the model zoo's values (``verify_bundle.py
+   -m full``: MONAI's defaults ``n = p = any = 1``, the smallest input the metadata allows) and a
+   larger input (``n = 16``, ``any = 8``), in evaluation mode as the zoo runs it, and once more in
+   training mode (a batch of two at the smallest input: normalisation layers that need more than
+   one value fail there too);
 5. when ``models/model.pt`` exists, it loads into ``network_def`` and is exported to
    TorchScript (``models/model.ts``) with MONAI's ``ckpt_export``.
 """
@@ -23,6 +27,7 @@ from pathlib import Path
 import jsonschema
 import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_net_in_out
+from monai.bundle.scripts import _get_fake_spatial_shape, _get_net_io_info
 
 __all__ = ["REQUIRED_FILES", "BundleCheckError", "check_bundle", "find_monai_schema"]
 
@@ -40,6 +45,8 @@ REQUIRED_FILES = (
     "LICENSE",
 )
 SCHEMA = Path(__file__).with_name("metadata_schema.json")
+# verify_net_in_out's shape values: the model zoo's (MONAI's defaults, the smallest input) and a larger one
+SHAPE_VALUES = ({"p": 1, "n": 1, "any": 1}, {"p": 1, "n": 16, "any": 8})
 
 
 class BundleCheckError(ValueError):
@@ -123,20 +130,35 @@ def check_bundle(
         network = parser.get_parsed_content("network_def")
     except Exception as error:
         raise BundleCheckError(f"{inference[0]}: network_def does not instantiate ({error})") from error
+    for values in SHAPE_VALUES:
+        try:
+            verify_net_in_out(
+                net_id="network_def",
+                meta_file=str(meta_file),
+                config_file=inference,
+                device="cpu",
+                bundle_root=str(bundle),
+                **values,
+            )
+        except Exception as error:
+            raise BundleCheckError(
+                f"{inference[0]}: network_def does not match network_data_format at {values} ({error})"
+            ) from error
+    channels, spatial_shape, dtype, _, _ = _get_net_io_info(parser=parser)
+    smallest = _get_fake_spatial_shape(spatial_shape, **SHAPE_VALUES[0])
     try:
-        verify_net_in_out(
-            net_id="network_def",
-            meta_file=str(meta_file),
-            config_file=inference,
-            device="cpu",
-            p=1,
-            n=16,
-            any=8,
-            bundle_root=str(bundle),
-        )
+        with torch.no_grad():
+            network.train()(torch.rand(2, channels, *smallest, dtype=dtype))
     except Exception as error:
-        raise BundleCheckError(f"{inference[0]}: network_def does not match network_data_format ({error})") from error
-    passed.append(f"network_def {type(network).__name__} matches network_data_format")
+        raise BundleCheckError(
+            f"{inference[0]}: network_def fails in training mode on a batch of 2 x {channels} x "
+            f"{' x '.join(map(str, smallest))} ({error})"
+        ) from error
+    network.eval()
+    passed.append(
+        f"network_def {type(network).__name__} matches network_data_format (n = 1 and 16, "
+        "evaluation and training mode)"
+    )
 
     weights = bundle / "models" / "model.pt"
     if export and weights.is_file():
