@@ -178,6 +178,71 @@ def test_bundle_check_and_torchscript_export(trained):
     assert_check_and_export(trained[0], BUNDLE, ResnetGenerator(1, 1, **QUICK_NET))
 
 
+def test_export_writes_a_zoo_ready_zip_that_passes_the_check_again(trained, tmp_path, monkeypatch, capsys):
+    import hashlib
+    import zipfile
+
+    import yaml
+
+    import common
+    from common.bundle import export as export_module
+
+    root, _ = trained
+    monkeypatch.setattr(export_module, "LARGE_FILE_BYTES", 10_000)  # the quick weights count as large
+    zipped = export_module.export_bundle(root, tmp_path / "out", url_base="https://example.org/weights/")
+    version = json.loads((root / "configs" / "metadata.json").read_text())["version"]
+    assert zipped == tmp_path / "out" / f"{root.name}_v{version}.zip" and not list((tmp_path / "out").glob(".*"))
+    names = zipfile.ZipFile(zipped).namelist()
+    assert all(n.startswith(f"{root.name}/") for n in names)
+    inside = {n.split("/", 1)[1] for n in names}
+    assert {
+        "LICENSE",
+        "large_files.yml",
+        "configs/metadata.json",
+        "configs/inference.yaml",
+        "docs/README.md",
+        "docs/data_license.txt",
+        "models/model.pt",
+        "models/model.ts",
+        "models/model_settings.json",
+    } <= inside
+    assert not [
+        n for n in inside if n.startswith(("data/", "eval/")) or "resume" in n or n.count("/") > 1 and "models" in n
+    ]
+    zipfile.ZipFile(zipped).extractall(tmp_path / "unpacked")
+    unpacked = tmp_path / "unpacked" / root.name
+    meta = json.loads((unpacked / "configs" / "metadata.json").read_text())
+    assert meta["required_packages_version"]["monai-crossdomain"] == common.__version__
+    assert "synthetic-abdomen" in (unpacked / "docs" / "data_license.txt").read_text()
+    large = yaml.safe_load((unpacked / "large_files.yml").read_text())["large_files"]
+    weights = (unpacked / "models" / "model.pt").read_bytes()
+    assert {
+        "path": "models/model.pt",
+        "hash_type": "sha256",
+        "hash_val": hashlib.sha256(weights).hexdigest(),
+    }.items() <= large[0].items()
+    assert large[0]["url"] == f"https://example.org/weights/{root.name}_v{version}/models/model.pt"
+    assert weights == (root / "models" / "model.pt").read_bytes()
+    assert any("exports to models/model.ts" in line for line in check_bundle(unpacked))  # the check again
+    # An untrained bundle, or one trained on data of unknown licence, is refused with one line.
+    with pytest.raises(ValueError, match="no trained weights"):
+        export_module.export_bundle(BUNDLE, tmp_path / "none")
+    from common.bundle.__main__ import main
+
+    assert main(["export", str(BUNDLE), "--out", str(tmp_path / "none")]) == 1
+    assert "FAILED" in capsys.readouterr().err and not (tmp_path / "none").exists()
+    copy = copy_bundle(tmp_path / "other", root, keep_data=True)
+    shutil.copytree(root / "models", copy / "models")
+    datalist = json.loads((copy / "data" / "abdomen_32" / "datalist.json").read_text())
+    del datalist["generator"]
+    (copy / "data" / "abdomen_32" / "datalist.json").write_text(json.dumps(datalist))
+    with pytest.raises(ValueError, match="name the training data's licence with --data-license FILE"):
+        export_module.export_bundle(copy, tmp_path / "none")
+    (tmp_path / "licence.txt").write_text("CC BY 4.0")
+    zipped = export_module.export_bundle(copy, tmp_path / "own", data_license=tmp_path / "licence.txt")
+    assert zipfile.ZipFile(zipped).read("other/docs/data_license.txt") == b"CC BY 4.0"
+
+
 def test_bundle_check_reports_problems(tmp_path):
     copy = copy_bundle(tmp_path / "bundle", BUNDLE)
     meta = json.loads((copy / "configs" / "metadata.json").read_text())

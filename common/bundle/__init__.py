@@ -1,7 +1,9 @@
-"""Bundle tooling: the metadata schema, ``python -m common.bundle check BUNDLE`` and the settings
-a trained bundle records for its inference (``common.bundle.settings``)."""
+"""Bundle tooling: the metadata schema, ``python -m common.bundle check BUNDLE``, ``python -m
+common.bundle export BUNDLE --out DIR`` and the settings a trained bundle records for its
+inference (``common.bundle.settings``)."""
 
 from common.bundle.check import REQUIRED_FILES, BundleCheckError, check_bundle, find_monai_schema
+from common.bundle.export import export_bundle
 from common.bundle.settings import (
     SETTINGS_FILENAME,
     bundle_relative,
@@ -15,6 +17,7 @@ __all__ = [
     "REQUIRED_FILES",
     "BundleCheckError",
     "check_bundle",
+    "export_bundle",
     "find_monai_schema",
     "SETTINGS_FILENAME",
     "bundle_relative",
