@@ -8,7 +8,7 @@ and :mod:`common.bundle`. They are imported here so that a bundle config's ``$im
 reaches all of them.
 """
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 
 from common import bundle, data, engines, evaluation, handlers, inference, losses, metrics, networks  # noqa: E402
 

@@ -1,26 +1,27 @@
-"""Translation and segmentation inference on files: 2D images directly, 3D volumes slice by
-slice along the last axis (MONAI ``SliceInferer``), outputs with the input's geometry."""
+"""Inference in MONAI's bundle conventions: the inputs (a datalist, a folder or a file), the
+inferer (2D images whole, 3D volumes slice by slice along the last axis with MONAI's
+``SliceInferer``) and the writer (``SaveImaged`` writing each output as its input was stored, with
+its geometry). The bundles' ``inference.yaml`` combine them with ``LoadImageByTyped``, the
+recorded intensity normalisation and a ``SupervisedEvaluator``; MONAI Label drives the same
+``preprocessing``, ``inferer`` and ``postprocessing``."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.inferers import SliceInferer
-from monai.transforms import SaveImage
-from torch import nn
-from tqdm import tqdm
+from monai.transforms import SaveImaged
 
 from common.data.datalist import entries, load_datalist
-from common.data.io import LoadImageByTyped, image_stem, intensity_transform, reader_for
+from common.data.io import is_plain_image, reader_for
 
-__all__ = ["input_files", "translate", "translate_files", "segment_files"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["input_files", "SliceOrImageInferer", "SaveLikeInputd", "translate"]
 
 
 def input_files(source: str | Path, split: str = "test", domain: str = "source") -> list[str]:
@@ -61,120 +62,125 @@ def input_files(source: str | Path, split: str = "test", domain: str = "source")
     return files
 
 
+class SliceOrImageInferer(SliceInferer):
+    """A 2D network on 2D images or on 3D volumes: MONAI's ``SliceInferer`` for volumes
+    ``(B, C, H, W, D)`` (every slice along the last axis, whole, ``sw_batch_size`` slices per
+    forward pass), a plain forward pass (``SimpleInferer``) for images ``(B, C, H, W)``.
+
+    Args:
+        sw_batch_size: slices per forward pass for volumes.
+        kwargs: further ``SliceInferer`` arguments (e.g. ``device`` to stitch on).
+    """
+
+    def __init__(self, sw_batch_size: int = 32, **kwargs: Any) -> None:
+        super().__init__(roi_size=(-1, -1), sw_batch_size=sw_batch_size, spatial_dim=2, **kwargs)
+
+    def __call__(
+        self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """Runs ``network`` on a batch of images or volumes.
+
+        Args:
+            inputs: ``(B, C, H, W)`` or ``(B, C, H, W, D)``.
+            network: a 2D network.
+            args: passed to ``network``.
+            kwargs: passed to ``network``.
+
+        Returns:
+            The output, with the input's spatial shape.
+
+        Raises:
+            ValueError: the input is neither 4D nor 5D.
+        """
+        if inputs.ndim == 4:
+            return network(inputs, *args, **kwargs)
+        if inputs.ndim != 5:
+            raise ValueError(
+                f"Expected a batch of 2D images or 3D volumes, got a tensor of shape {tuple(inputs.shape)}."
+            )
+        return super().__call__(inputs, network, *args, **kwargs)
+
+
 def translate(
     network: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, batch_size: int = 32
 ) -> torch.Tensor:
-    """Translates one channel-first image ``(C, H, W)`` or volume ``(C, H, W, D)`` slice by slice.
+    """Runs a 2D network on one channel-first image ``(C, H, W)`` or volume ``(C, H, W, D)``
+    (slice by slice), without gradients: :class:`SliceOrImageInferer` for one input.
 
     Args:
-        network: a 2D image-to-image network, in eval mode, on the image's device.
+        network: a 2D network, in eval mode, on the image's device.
         image: the normalised input.
         batch_size: slices per forward pass for volumes.
 
     Returns:
-        The translation, same spatial shape.
+        The output, same spatial shape.
     """
     with torch.no_grad():
-        if image.ndim == 4:
-            inferer = SliceInferer(roi_size=tuple(image.shape[1:3]), sw_batch_size=batch_size, spatial_dim=2)
-            return inferer(image[None], network)[0]
-        return network(image[None])[0]
+        return SliceOrImageInferer(sw_batch_size=batch_size)(image[None], network)[0]
 
 
-def translate_files(
-    network: nn.Module,
-    files: Sequence[str],
-    output_dir: str | Path,
-    intensity: Mapping[str, Sequence[float]],
-    device: torch.device | str = "cpu",
-) -> list[str]:
-    """Translates every file and writes the result beside its name in ``output_dir``.
-
-    NIfTI and DICOM inputs give NIfTI outputs in [-1, 1] with the input's affine; PNG/JPEG/TIFF
-    inputs give 8-bit PNGs (``[-1, 1]`` mapped to 0-255).
+class SaveLikeInputd(SaveImaged):
+    """MONAI's ``SaveImaged``, writing each output as its input was stored: an 8-bit PNG for 2D
+    images read with PIL (PNG, JPEG, BMP, TIFF; values rounded and clipped to 0-255), NIfTI with
+    the input's affine otherwise (NIfTI and DICOM inputs), as
+    ``output_dir/<input name>_<output_postfix>.<png|nii.gz>``. The input is the output's
+    ``filename_or_obj`` (its metadata, carried from the image through inference).
 
     Args:
-        network: the translation network (``network_def`` with its weights).
-        files: input paths (see :func:`input_files`).
+        keys: the outputs to write.
         output_dir: where to write.
-        intensity: the input domain's normalisation (the datalist's ``intensity`` entry).
-        device: where to run.
-
-    Returns:
-        The written paths.
+        output_postfix: appended to the input's name (``seg``, ``trans``).
+        output_dtype: the NIfTI data type.
+        kwargs: further ``SaveImaged`` arguments.
     """
 
-    def write(output: torch.Tensor, image: MetaTensor, path: str, two_d: bool) -> str:
-        extension = ".png" if two_d else ".nii.gz"
-        saver = SaveImage(
-            output_ext=extension,
-            print_log=False,
-            scale=255 if two_d else None,
-            output_dtype=np.uint8 if two_d else np.float32,
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str | Path,
+        output_postfix: str,
+        output_dtype: Any = np.float32,
+        **kwargs: Any,
+    ) -> None:
+        options = {"resample": False, "separate_folder": False, "print_log": False, **kwargs}
+        super().__init__(
+            keys,
+            output_dir=output_dir,
+            output_postfix=output_postfix,
+            output_ext=".nii.gz",
+            output_dtype=output_dtype,
+            **options,
         )
-        target = Path(output_dir) / f"{image_stem(path)}_trans"
-        saver(MetaTensor(((output + 1) / 2 if two_d else output).float(), meta=image.meta), filename=str(target))
-        return f"{target}{extension}"
+        self.png = SaveImaged(
+            keys,
+            output_dir=output_dir,
+            output_postfix=output_postfix,
+            output_ext=".png",
+            output_dtype=np.uint8,
+            scale=None,
+            **options,
+        )
 
-    written = _run_files(network, files, output_dir, intensity, device, "translating", write)
-    logger.info("Wrote %d translations to %s", len(written), output_dir)
-    return written
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Writes every key's output.
 
+        Args:
+            data: one decollated sample, the outputs ``MetaTensor``s with their input's metadata.
 
-def segment_files(
-    network: nn.Module,
-    files: Sequence[str],
-    output_dir: str | Path,
-    intensity: Mapping[str, Sequence[float]],
-    device: torch.device | str = "cpu",
-) -> list[str]:
-    """Segments every file with a network that returns a label map (e.g. a
-    ``TranslateThenSegment``) and writes it beside its name in ``output_dir``.
+        Returns:
+            The sample, unchanged.
 
-    NIfTI and DICOM inputs give NIfTI label volumes (uint8) with the input's affine; PNG/JPEG/TIFF
-    inputs give 8-bit PNG label maps (pixel value = class index).
-
-    Args:
-        network: the network (``network_def`` with its weights), ``(B, C, H, W) -> (B, 1, H, W)``.
-        files: input paths (see :func:`input_files`).
-        output_dir: where to write.
-        intensity: the input domain's normalisation (the datalist's ``intensity`` entry).
-        device: where to run.
-
-    Returns:
-        The written paths.
-    """
-
-    def write(output: torch.Tensor, image: MetaTensor, path: str, two_d: bool) -> str:
-        extension = ".png" if two_d else ".nii.gz"
-        saver = SaveImage(output_ext=extension, print_log=False, output_dtype=np.uint8, scale=None)
-        target = Path(output_dir) / f"{image_stem(path)}_seg"
-        saver(MetaTensor(output.round().to(torch.uint8), meta=image.meta), filename=str(target))
-        return f"{target}{extension}"
-
-    written = _run_files(network, files, output_dir, intensity, device, "segmenting", write)
-    logger.info("Wrote %d label maps to %s", len(written), output_dir)
-    return written
-
-
-def _run_files(
-    network: nn.Module,
-    files: Sequence[str],
-    output_dir: str | Path,
-    intensity: Mapping[str, Sequence[float]],
-    device: torch.device | str,
-    description: str,
-    write,
-) -> list[str]:
-    """Loads and normalises each file, runs the network (volumes slice by slice) and lets
-    ``write(output, image, path, two_d)`` save the result; returns the written paths."""
-    loader = LoadImageByTyped("image")
-    normalise = intensity_transform("image", intensity)
-    network = network.to(device).eval()
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in tqdm(files, desc=description, unit="image"):
-        image = normalise(loader({"image": path}))["image"]
-        output = translate(network, image.to(device)).cpu()
-        written.append(write(output, image, path, reader_for(path) == "PILReader"))
-    return written
+        Raises:
+            ValueError: an output without its input's file name.
+        """
+        d = dict(data)
+        for key in self.key_iterator(d):
+            output = d[key]
+            path = output.meta.get("filename_or_obj") if isinstance(output, MetaTensor) else None
+            if not path:
+                raise ValueError(f"SaveLikeInputd: {key!r} carries no input file name (filename_or_obj).")
+            if is_plain_image(path):
+                self.png({key: output.round().clamp(0, 255)})
+            else:
+                super().__call__({key: output})
+        return d

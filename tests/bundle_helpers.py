@@ -183,5 +183,7 @@ def assert_check_and_export(
         assert any("MONAI schema (meta_schema_" in line for line in passed)
     scripted = torch.jit.load(str(root / "models" / "model.ts"))
     network.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+    if hasattr(network, "return_logits"):
+        network.return_logits = True  # a segmentation network_def returns class logits; postprocessing takes the argmax
     x = torch.rand(1, in_channels or network.model[0].in_channels, size, size) * 2 - 1
     torch.testing.assert_close(scripted(x), network.eval()(x))

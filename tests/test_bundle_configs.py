@@ -125,3 +125,37 @@ def test_every_shipped_bundle_passes_the_check_with_the_zoo_s_smallest_input(bun
 
     passed = check_bundle(bundle, export=False)
     assert any("matches network_data_format (n = 1 and 16, evaluation and training mode)" in p for p in passed)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
+def test_inference_follows_the_model_zoo_workflow_layout(bundle, tmp_path):
+    """inference.yaml is MONAI's inference workflow, as the model zoo's bundles and MONAI Label's
+    BundleInferTask read it: the parts instantiate to MONAI's types."""
+    from monai.bundle import ConfigParser
+    from monai.engines import SupervisedEvaluator
+    from monai.handlers import CheckpointLoader
+    from monai.inferers import SliceInferer
+    from monai.transforms import AsDiscreted, Compose, SaveImaged
+
+    from common.data.io import LoadImageByTyped
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.yaml"))
+    parser["bundle_root"] = str(tmp_path)  # untrained: the inference.yaml defaults
+    parser["input"] = str(tmp_path)
+    parser["device"] = "$torch.device('cpu')"
+    assert parser["run"] == ["$@evaluator.run()"]
+    preprocessing = parser.get_parsed_content("preprocessing")
+    assert isinstance(preprocessing, Compose) and isinstance(preprocessing.transforms[0], LoadImageByTyped)
+    assert isinstance(parser.get_parsed_content("inferer"), SliceInferer)
+    postprocessing = parser.get_parsed_content("postprocessing").transforms
+    assert sum(isinstance(t, SaveImaged) for t in postprocessing) == 1
+    segmentation = json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]["outputs"]
+    if segmentation["pred"]["format"] == "segmentation":
+        assert isinstance(postprocessing[0], AsDiscreted) and postprocessing[0].argmax == (True,)
+        assert segmentation["pred"]["num_channels"] == len(segmentation["pred"]["channel_def"]) > 1
+    (tmp_path / "image.nii.gz").write_bytes(b"")  # an input, so that the evaluator's data instantiate
+    evaluator = parser.get_parsed_content("evaluator")
+    assert isinstance(evaluator, SupervisedEvaluator)
+    loaders = [h for h in parser.get_parsed_content("handlers") if isinstance(h, CheckpointLoader)]
+    assert len(loaders) == 1 and loaders[0].load_path == str(tmp_path / "models" / "model.pt")

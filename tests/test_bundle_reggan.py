@@ -142,7 +142,11 @@ def test_inference_uses_the_generator_only(trained, tmp_path):
     network = ResnetGenerator(1, 1, **QUICK_NET)
     network.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
     image = domain_transform(datalist, "source", ("image",))({"image": str(inputs[0])})["image"]
-    np.testing.assert_allclose(np.asarray(first_out.dataobj), translate(network.eval(), image)[0].numpy(), atol=1e-5)
+    expected = translate(network.eval(), image)[0].numpy()
+    # ... mapped back from [-1, 1] to the T2 domain's intensity range.
+    low, high = datalist["domains"]["target"]["intensity"]["range"]
+    assert (low, high) == (0.0, 1.0)
+    np.testing.assert_allclose(np.asarray(first_out.dataobj), (np.clip(expected, -1, 1) + 1) / 2, atol=1e-5)
 
 
 def test_two_process_ddp(trained, tmp_path):

@@ -6,6 +6,7 @@ from common.bundle.check import REQUIRED_FILES, BundleCheckError, check_bundle, 
 from common.bundle.export import export_bundle
 from common.bundle.settings import (
     SETTINGS_FILENAME,
+    ReleaseCheckpointLoader,
     bundle_relative,
     load_release,
     read_settings,
@@ -20,6 +21,7 @@ __all__ = [
     "export_bundle",
     "find_monai_schema",
     "SETTINGS_FILENAME",
+    "ReleaseCheckpointLoader",
     "bundle_relative",
     "load_release",
     "read_settings",

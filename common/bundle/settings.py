@@ -4,7 +4,8 @@ was trained with in ``models/model_settings.json`` next to ``models/model.pt``; 
 reads each setting with :func:`trained` (its own value is the default for an untrained bundle),
 so inference, ``common.bundle check`` and export work after training with any preset without
 repeating its overlays. :func:`load_release` loads the weights strictly, with a one-line error
-naming the bundle, the preset and the mismatched keys."""
+naming the bundle, the preset and the mismatched keys; :class:`ReleaseCheckpointLoader` is the
+same as the ``CheckpointLoader`` handler of ``inference.yaml``'s evaluator."""
 
 from __future__ import annotations
 
@@ -14,9 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.handlers import CheckpointLoader
 from torch import nn
 
-__all__ = ["SETTINGS_FILENAME", "record_settings", "read_settings", "trained", "load_release", "bundle_relative"]
+__all__ = [
+    "SETTINGS_FILENAME",
+    "record_settings",
+    "read_settings",
+    "trained",
+    "load_release",
+    "ReleaseCheckpointLoader",
+    "bundle_relative",
+]
 
 SETTINGS_FILENAME = "model_settings.json"
 
@@ -155,3 +165,40 @@ def load_release(
         )
     network.load_state_dict(state, strict=True)
     return network
+
+
+class ReleaseCheckpointLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` for a bundle's release weights (``models/model.pt``, a plain
+    state_dict), loading strictly through :func:`load_release`: a missing file or a mismatch is
+    its one-line error naming the bundle, the preset and the keys, not a long ``RuntimeError``.
+
+    Args:
+        load_path: the release weights, ``<bundle>/models/model.pt``.
+        load_dict: ``{"model": network}``, as ``CheckpointLoader`` takes it.
+        map_location: where to map the weights.
+        name: the handler's logger name.
+    """
+
+    def __init__(
+        self,
+        load_path: str | Path,
+        load_dict: dict[str, nn.Module],
+        map_location: torch.device | str | None = None,
+        name: str | None = None,
+    ) -> None:
+        if list(load_dict) != ["model"]:
+            raise ValueError(
+                f"ReleaseCheckpointLoader loads one network, as load_dict={{'model': ...}}; got {list(load_dict)}."
+            )
+        if Path(load_path).name != "model.pt":
+            raise ValueError(f"ReleaseCheckpointLoader loads a bundle's models/model.pt; got {load_path}.")
+        super().__init__(str(load_path), load_dict, name=name, map_location=map_location, strict=True)
+
+    def __call__(self, engine: Any) -> None:
+        """Loads the weights into the network (at the engine's start).
+
+        Args:
+            engine: the evaluator.
+        """
+        load_release(self.load_dict["model"], Path(self.load_path).parent, self.map_location or "cpu")
+        self.logger.info(f"Restored all variables from {self.load_path}")

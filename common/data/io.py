@@ -31,8 +31,10 @@ from PIL import Image
 __all__ = [
     "image_stem",
     "reader_for",
+    "is_plain_image",
     "LoadImageByTyped",
     "intensity_transform",
+    "output_intensity_transform",
     "domain_transform",
     "paired_transform",
     "write_nifti",
@@ -64,6 +66,19 @@ def image_stem(path: str | Path) -> str:
     name = Path(path).name
     suffix = next((s for s in _READERS if name.lower().endswith(s)), "")
     return name[: len(name) - len(suffix)]
+
+
+def is_plain_image(path: str | Path) -> bool:
+    """Whether a path names a 2D image file read with PIL (PNG, JPEG, BMP, TIFF), by its name only.
+
+    Args:
+        path: an image path (it need not exist).
+
+    Returns:
+        ``True`` for PNG, JPEG, BMP and TIFF names.
+    """
+    name = Path(path).name.lower()
+    return any(name.endswith(suffix) for suffix, reader in _READERS.items() if reader == "PILReader")
 
 
 def reader_for(path: str | Path) -> str:
@@ -169,6 +184,28 @@ def intensity_transform(keys: KeysCollection, spec: Mapping[str, Sequence[float]
     if kind == "range":
         return ScaleIntensityRanged(keys, a_min=values[0], a_max=values[1], b_min=-1.0, b_max=1.0, clip=True)
     return ScaleIntensityRangePercentilesd(keys, lower=values[0], upper=values[1], b_min=-1.0, b_max=1.0, clip=True)
+
+
+def output_intensity_transform(keys: KeysCollection, spec: Mapping[str, Sequence[float]]) -> Transform:
+    """The way back from [-1, 1] to a domain's intensities, for a translation into that domain.
+
+    Args:
+        keys: the translated image keys.
+        spec: the output domain's ``intensity`` entry of the datalist: ``{"range": [low, high]}``
+            maps [-1, 1] back onto [low, high] (HU for CT, 0-255 for 8-bit images); a
+            ``{"percentiles": ...}`` domain (MR) has no absolute scale, and [-1, 1] becomes 0-255
+            (arbitrary units).
+
+    Returns:
+        MONAI's ``ScaleIntensityRanged`` (clipped).
+
+    Raises:
+        ValueError: an invalid ``spec`` (as :func:`intensity_transform`).
+    """
+    intensity_transform(keys, spec)  # validates
+    kind, values = next(iter(spec.items()))
+    low, high = values if kind == "range" else (0.0, 255.0)
+    return ScaleIntensityRanged(keys, a_min=-1.0, a_max=1.0, b_min=float(low), b_max=float(high), clip=True)
 
 
 def domain_transform(datalist: dict, domain: str, keys: Sequence[str] = ("image", "label")) -> Compose:
