@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import resource
 import time
@@ -21,10 +22,13 @@ import yaml
 from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.utils import set_determinism
+from tqdm import tqdm
 
 __all__ = ["train_step", "main"]
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+
+logger = logging.getLogger(__name__)
 
 
 def train_step(
@@ -90,9 +94,21 @@ def train_step(
         stamps.append(time.perf_counter())
 
     trainer.add_event_handler(Events.ITERATION_COMPLETED, stamp)
+    logger.info(
+        "Benchmarking %s on %s: %d timed training iterations at %dx%d after %d warm-up",
+        bundle,
+        device,
+        iterations,
+        size,
+        size,
+        warmup,
+    )
+    progress = tqdm(total=warmup + iterations, desc="iterations", unit="it")
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _engine: progress.update())
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     trainer.run()
+    progress.close()
     seconds = stamps[-1] - stamps[warmup - 1] if warmup else stamps[-1] - stamps[0]
     timed = iterations if warmup else iterations - 1
     if device.type == "cuda":
@@ -146,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="override a config id, the value read as YAML (e.g. --set mode=pix2pix); repeatable",
     )
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     overrides = {}
     for item in args.overrides:
         key, sep, value = item.partition("=")

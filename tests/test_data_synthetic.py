@@ -261,3 +261,24 @@ def test_reverse_swaps_the_roles_of_the_same_subjects(tmp_path):
     # A folder of one direction is not taken for the other.
     with pytest.raises(ValueError, match="reverse: False, asked True"):
         ensure_dataset(tmp_path / "f", "cardiac", size=16, subjects=8, oracle_labels=True, reverse=True)
+
+
+def test_an_interrupted_generation_leaves_no_partial_dataset(tmp_path, monkeypatch):
+    import json
+
+    from common.data import synthetic
+
+    real = synthetic.generate
+
+    def interrupted(task, out, **options):
+        (Path(out) / "source" / "images").mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "generate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.ensure_dataset(tmp_path / "abdomen_24", "abdomen", size=24, subjects=4)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its partial copy
+    monkeypatch.setattr(synthetic, "generate", real)
+    datalist = synthetic.ensure_dataset(tmp_path / "abdomen_24", "abdomen", size=24, subjects=4)
+    assert json.loads(datalist.read_text())["source"]["training"]
+    assert [p.name for p in tmp_path.iterdir()] == ["abdomen_24"]

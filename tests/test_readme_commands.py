@@ -2,15 +2,18 @@
 section runs as written, every command in order, in a fresh copy of the bundle (the quick
 training first, then resuming, evaluation, inference, check and export with no other argument),
 and writes what its comments say. The longer runs below it (the cpu and paper presets, the
-experiment matrices, several GPUs) are not run here."""
+experiment matrices, several GPUs) take minutes to hours: a slow test starts each as written and
+stops it once it trains."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,12 +28,12 @@ NAMES = sorted(p.name for p in BUNDLES.iterdir() if (p / "docs" / "README.md").i
 TRANSLATION = {"cyclegan", "reggan"}  # the others segment target images
 
 
-def readme_commands(readme: Path) -> list[str]:
-    """The commands of the first ```bash block after "## Commands" (continuation lines joined,
-    comments and blank lines left out)."""
+def readme_commands(readme: Path, block: int = 0) -> list[str]:
+    """The commands of the ``block``-th ```bash block after "## Commands" (0: the quick sequence,
+    1: the longer runs; continuation lines joined, comments and blank lines left out)."""
     text = readme.read_text()
     section = text[text.index("## Commands") :]
-    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    block = re.findall(r"```bash\n(.*?)```", section, re.S)[block]
     return [
         line for line in block.replace("\\\n", " ").splitlines() if line.strip() and not line.lstrip().startswith("#")
     ]
@@ -65,3 +68,79 @@ def test_the_readme_commands_run_as_written(name, tmp_path):
         assert sorted(p.name for p in (root / "eval" / "translations").iterdir()) == [
             e.replace("_seg", "_trans") for e in expected
         ]
+
+
+# What a command prints once it trains: ignite's start of a training run (or its progress bar),
+# the experiment runner's plan, the benchmark's start.
+STARTED = re.compile(r"Engine run resuming from iteration 0|Epoch \[1/|runs to do with|Benchmarking \w+ on ")
+# Commands that need what an earlier longer run writes (the probe reads two finished matrix runs).
+NEEDS_FINISHED_RUNS = ("--inspector_from",)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (torchrun's workers start sessions of their own, so killing the
+    command's process group does not reach them)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _stop(process: subprocess.Popen) -> list[int]:
+    """Kills the command and every process below it; returns those still alive after 10 s."""
+    pids = [process.pid, *_descendants(process.pid)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
+    deadline = time.monotonic() + 10
+    while [pid for pid in pids if _alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return [pid for pid in pids if _alive(pid)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_the_longer_runs_start_as_written(name, tmp_path):
+    """Each command of the second block, as written, in a fresh bundle copy: it starts training
+    (or its matrix, or its benchmark) within 10 minutes, and is then stopped."""
+    commands = readme_commands(BUNDLES / name / "docs" / "README.md", block=1)
+    assert commands
+    env = {**ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{ENV.get('PATH', '')}"}
+    for index, command in enumerate(commands):
+        if any(flag in command for flag in NEEDS_FINISHED_RUNS):
+            continue
+        root = copy_bundle(tmp_path / f"{name}_{index}", BUNDLES / name)
+        log = tmp_path / f"{name}_{index}.log"
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                ["bash", "-c", command], cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            deadline = time.monotonic() + 600
+            try:
+                while process.poll() is None and not STARTED.search(log.read_text()) and time.monotonic() < deadline:
+                    time.sleep(2)
+            finally:
+                survivors = _stop(process) if process.poll() is None else []
+        assert not survivors, f"{name}: {command}: processes {survivors} survived"
+        text = log.read_text()
+        assert STARTED.search(text) or process.returncode == 0, f"{name}: {command}\n{text[-3000:]}"
+        assert "Traceback" not in text.split("Engine run resuming")[0], f"{name}: {command}\n{text[-3000:]}"

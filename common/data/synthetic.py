@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -362,7 +364,20 @@ def ensure_dataset(dataset_dir: str | Path, task: str, version: int = 2, **optio
         return datalist
     if not dataset_dir.exists():
         logger.info("Dataset folder %s does not exist: generating the synthetic %r task there.", dataset_dir, task)
-        generate(task, dataset_dir, version=version, **options)
+        # Generated beside it and renamed into place: an interrupted generation leaves no partial folder.
+        partial = dataset_dir.with_name(f".{dataset_dir.name}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            generate(task, partial, version=version, **options)
+        except BaseException:  # interrupted or failed: nothing half-written stays behind
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        try:
+            partial.rename(dataset_dir)
+        except OSError:  # another process finished first: keep its data
+            shutil.rmtree(partial, ignore_errors=True)
+            if not dataset_dir.exists():
+                raise
     if distributed:
         torch.distributed.barrier()
     if not datalist.exists():
