@@ -240,3 +240,24 @@ def test_load_stage_networks_reads_a_stages_checkpoint(tmp_path):
         load_stage_networks(tmp_path, "translation", {"G": nn.Linear(3, 2)})
     with pytest.raises(ValueError, match=r"segmenter/resume.pt not found: train the stage 'segmenter' first"):
         load_stage_networks(tmp_path, "segmenter", {"R": fresh})
+
+
+def test_boolean_settings_are_read_strictly(tmp_path):
+    from common.config import as_bool
+
+    assert [as_bool(v, "x") for v in (True, 1, "true", "Yes", " on ", "1")] == [True] * 6
+    assert [as_bool(v, "x") for v in (False, 0, "false", "NO", "off", "0")] == [False] * 6
+    for bad in ("flase", "", 2, None, 0.5):
+        with pytest.raises(ValueError, match=r"`resume` must be true or false .*got"):
+            as_bool(bad, "resume")
+    with pytest.raises(ValueError, match="`resume` must be true or false"):
+        run_stages([], tmp_path, resume="maybe")
+    # `--resume false` reaches run_stages as the string 'false': a fresh run, not a resumed one.
+    stopped, _ = two_stages(second_epochs=1)
+    run_stages(stopped, tmp_path)
+    fresh, _ = two_stages()
+    seen = []
+    fresh[0].trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.append(("first", e.state.iteration)))
+    fresh[1].trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.append(("second", e.state.iteration)))
+    run_stages(fresh, tmp_path, resume="false")
+    assert seen[0] == ("first", 1) and seen[-1] == ("second", 6)  # both stages trained from the start

@@ -33,6 +33,8 @@ from monai.data import MetaTensor
 from monai.engines import Trainer
 from torch import nn
 
+from common.config import as_bool
+
 __all__ = ["MultiNetworkTrainer", "loss_output", "unwrap", "distributed", "is_main_process", "check_choice"]
 
 
@@ -188,8 +190,10 @@ class MultiNetworkTrainer(Trainer):
             decollate=False,
         )
         on_cuda = device.type == "cuda"
-        self.amp_dtype = torch.bfloat16 if amp and on_cuda else None
-        self.memory_format = torch.channels_last if channels_last and on_cuda else torch.contiguous_format
+        self.amp_dtype = torch.bfloat16 if as_bool(amp, "amp") and on_cuda else None
+        self.memory_format = (
+            torch.channels_last if as_bool(channels_last, "channels_last") and on_cuda else torch.contiguous_format
+        )
         self.networks = {
             name: net.to(device=device, memory_format=self.memory_format) for name, net in networks.items()
         }

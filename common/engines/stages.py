@@ -30,6 +30,7 @@ from monai.utils import set_determinism
 from torch import nn
 
 from common.bundle.settings import record_settings
+from common.config import as_bool
 from common.engines.base import is_main_process, unwrap
 
 __all__ = ["Stage", "run_stages", "atomic_save", "load_stage_networks", "RELEASE_FILENAME"]
@@ -158,11 +159,12 @@ def run_stages(
         preset: the preset the run was trained with, recorded with the settings.
 
     Raises:
-        ValueError: two stages with one name.
+        ValueError: two stages with one name, or ``resume`` not a boolean.
     """
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ValueError(f"Stage names must be unique; got {', '.join(names)}.")
+    resume = as_bool(resume, "resume")  # `--resume false` arrives as the string 'false'
     ckpt_dir, main = Path(ckpt_dir), is_main_process()
     for stage in stages:
         if stage.trainer is None:
