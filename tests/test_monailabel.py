@@ -1,5 +1,6 @@
 """MONAI Label, for real: a MONAI Label server on 127.0.0.1 with the project's app
-(``common/label_app``) serves every segmentation bundle trained with ``quick.yaml``; each
+(``common/label_app``, from a working folder ``common.label_app.prepare`` writes) serves every
+segmentation bundle trained with ``quick.yaml``; each
 bundle's answer to ``/infer/<model>`` for an uploaded image (2D for MI2GAN, a 3D volume slice by
 slice for the others) equals, voxel for voxel and with the input's geometry, what the bundle's
 own ``monai.bundle run`` inference writes for the same image.
@@ -25,7 +26,7 @@ from bundle_helpers import ENV, bundle_infer, bundle_run, copy_bundle
 
 from common.bundle import read_settings
 from common.data.datalist import entries, load_datalist
-from common.label_app import APP_DIR
+from common.label_app import prepare
 
 pytestmark = pytest.mark.monailabel
 
@@ -64,10 +65,15 @@ def server(trained, tmp_path_factory):
         port = probe.getsockname()[1]
     studies = tmp_path_factory.mktemp("studies")
     log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
-    command = [str(tool), "start_server", "--app", str(APP_DIR), "--studies", str(studies)]
+    app_dir = prepare(tmp_path_factory.mktemp("app"))  # MONAI Label writes its logs and caches there
+    command = [str(tool), "start_server", "--app", str(app_dir), "--studies", str(studies)]
     command += ["--host", "127.0.0.1", "--port", str(port)]
     command += ["--conf", "bundles", ",".join(str(root) for root, _ in trained.values())]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=ENV, start_new_session=True)
+    env = {
+        **ENV,
+        "PATH": f"{tool.parent}{os.pathsep}{ENV.get('PATH', '')}",
+    }  # the tool runs `python -m monailabel.main`
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -138,9 +144,8 @@ def test_infer_equals_the_bundles_own_inference(server, trained, name, tmp_path)
 
 def test_the_app_names_a_folder_that_is_not_a_trained_bundle(tmp_path):
     _label_tool()
-    spec = importlib.util.spec_from_file_location("crossdomain_label_app", APP_DIR / "main.py")
-    app = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(app)
+    from common.label_app import app
+
     with pytest.raises(ValueError, match="Name the bundles to serve"):
         app.served_bundles({})
     untrained = copy_bundle(tmp_path / "mi2gan", BUNDLES / "mi2gan")

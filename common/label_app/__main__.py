@@ -1,5 +1,8 @@
-"""Prints the MONAI Label app's folder (for ``monailabel start_server --app``)."""
+"""``python -m common.label_app [FOLDER]``: prepares the MONAI Label app's working folder and
+prints its path (for ``monailabel start_server --app``)."""
 
-from common.label_app import APP_DIR
+import sys
 
-print(APP_DIR)
+from common.label_app import prepare
+
+print(prepare(sys.argv[1] if len(sys.argv) > 1 else None))

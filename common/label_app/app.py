@@ -6,7 +6,8 @@ machine). Configuration (``--conf KEY VALUE``):
   models named after their folders.
 - ``preload``: ``true`` to load the networks at start-up.
 
-Loaded by the MONAI Label server from this folder (``monailabel start_server --app``); it needs
+Loaded by the MONAI Label server through the ``main.py`` of a working folder that
+:func:`common.label_app.prepare` writes (``monailabel start_server --app``); it needs
 ``monailabel`` installed beside the project.
 """
 
