@@ -55,6 +55,7 @@ import yaml
 from matplotlib.figure import Figure
 from monai.bundle import ConfigParser
 
+from common.engines.checkpoints import find_resume
 from common.evaluation import show_image
 from common.evaluation.report import json_text
 
@@ -307,15 +308,15 @@ def _copy_stages(job: dict) -> None:
     models = job["folder"] / "models"
     shutil.rmtree(models, ignore_errors=True)
     for stage in stages:
-        checkpoint = source / "models" / stage / "resume.pt"
-        if not checkpoint.is_file():
+        found = find_resume(source / "models" / stage)
+        if found is None:
             raise ValueError(
-                f"{job['folder'].name} reuses stage {stage!r} of {source.name}, but {checkpoint} does not exist "
-                f"(rerun {source.name} with --force)."
+                f"{job['folder'].name} reuses stage {stage!r} of {source.name}, but "
+                f"{source / 'models' / stage / 'resume.pt'} does not exist (rerun {source.name} with --force)."
             )
         (models / stage).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(checkpoint, models / stage / "resume.pt.tmp")
-        os.replace(models / stage / "resume.pt.tmp", models / stage / "resume.pt")
+        shutil.copyfile(found[0], models / stage / ".resume.pt.copy.tmp")
+        os.replace(models / stage / ".resume.pt.copy.tmp", models / stage / "resume.pt")
     logger.info("Run %s reuses %s of %s", job["folder"].name, ", ".join(stages), source.name)
 
 

@@ -187,3 +187,65 @@ def assert_check_and_export(
         network.return_logits = True  # a segmentation network_def returns class logits; postprocessing takes the argmax
     x = torch.rand(1, in_channels or network.model[0].in_channels, size, size) * 2 - 1
     torch.testing.assert_close(scripted(x), network.eval()(x))
+
+
+def kill_during_checkpoint_write(root: Path, configs: list[str], stage: str, n: int, *extra: str) -> str:
+    """Trains the bundle in ``root`` and kills the process (SIGKILL) halfway through writing
+    ``stage``'s ``n``-th resume checkpoint (``tests/kill_during_save.py``).
+
+    Returns:
+        The output of the killed run.
+    """
+    driver = Path(__file__).with_name("kill_during_save.py")
+    command = bundle_command("training", configs, *extra, launcher=[sys.executable, str(driver), stage, str(n)])
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600, env=ENV)
+    assert result.returncode == -9, "the run was not killed:\n" + result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def resume_in_process(root: Path, configs: list[str], **overrides) -> dict[str, tuple[int, dict]]:
+    """Runs the bundle's ``training`` with ``resume: true`` in this process (on the CPU) and
+    records, for each stage that trains, its iteration and the state of every checkpoint object
+    (networks, optimisers, schedules, image pools) when its first epoch starts, that is right
+    after the checkpoint was loaded.
+
+    Returns:
+        ``{stage: (iteration, {object name: state_dict})}``.
+    """
+    import copy
+
+    from ignite.engine import Events
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_meta(root / "configs" / "metadata.json")
+    parser.read_config([str(root / c) for c in configs])
+    parser.update({"bundle_root": str(root), "resume": True, "device": "$torch.device('cpu')", **overrides})
+    seen: dict[str, tuple[int, dict]] = {}
+
+    def record(engine, stage) -> None:
+        if stage.name not in seen:
+            objects = {k: copy.deepcopy(v.state_dict()) for k, v in stage.objects().items() if k != "trainer"}
+            seen[stage.name] = (engine.state.iteration, objects)
+
+    for stage in parser.get_parsed_content("stages"):
+        if stage.trainer is not None:
+            stage.trainer.add_event_handler(Events.EPOCH_STARTED, record, stage)
+    parser.get_parsed_content("training")
+    return seen
+
+
+def assert_same_state(actual, expected, where: str = "") -> None:
+    """Nested states (dicts, lists, tensors, numbers) equal, tensors bit for bit."""
+    if isinstance(expected, torch.Tensor):
+        assert isinstance(actual, torch.Tensor) and torch.equal(actual.cpu(), expected.cpu()), where
+    elif isinstance(expected, dict):
+        assert set(actual) == set(expected), f"{where}: {sorted(map(str, actual))} != {sorted(map(str, expected))}"
+        for key in expected:
+            assert_same_state(actual[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), where
+        for index, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            assert_same_state(a, e, f"{where}[{index}]")
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"

@@ -4,7 +4,9 @@ training, resume, evaluation, inference, 2-process DDP (gloo on CPU) and `common
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,11 +19,14 @@ from bundle_helpers import (
     ENV,
     ON_CPU,
     assert_check_and_export,
+    assert_same_state,
     bundle_command,
     bundle_infer,
     bundle_run,
     copy_bundle,
     ddp_run,
+    kill_during_checkpoint_write,
+    resume_in_process,
 )
 
 from common.bundle import check_bundle
@@ -80,6 +85,31 @@ def test_resume_continues_the_iteration_count(trained, tmp_path):
     assert "Epoch: 4/4" in log and "Epoch: 1/4" not in log  # only the new epoch ran
     resume = torch.load(copy / "models" / "translation" / "resume.pt", map_location="cpu", weights_only=False)
     assert resume["trainer"]["iteration"] == 4 * 6 and resume["trainer"]["max_epochs"] == 4
+
+
+def test_a_kill_during_a_checkpoint_write_resumes_from_the_last_complete_one(trained, tmp_path, caplog):
+    """SIGKILL halfway through writing the last epoch's checkpoint (the third of 3): the second
+    epoch's checkpoint is intact (the first is kept as resume.previous.pt), and resume continues
+    from it with the iteration count, optimisers, schedules and image pools as they were saved."""
+    root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
+    kill_during_checkpoint_write(root, QUICK, "translation", 3)
+    folder = root / "models" / "translation"
+    names = sorted(p.name for p in folder.iterdir())
+    assert len(names) == 3 and re.fullmatch(r"\.resume\.pt\.\d+\.tmp", names[0]), names  # the half-written file
+    assert names[1:] == ["resume.previous.pt", "resume.pt"] and not (root / "models" / "model.pt").exists()
+    saved = torch.load(folder / "resume.pt", map_location="cpu", weights_only=True)
+    assert saved["trainer"]["iteration"] == 2 * 6
+    assert torch.load(folder / "resume.previous.pt", weights_only=True)["trainer"]["iteration"] == 6
+    with caplog.at_level(logging.INFO):
+        seen = resume_in_process(root, QUICK)
+    assert f"Stage 'translation': resuming from {folder / 'resume.pt'} (iteration 12)" in caplog.text
+    iteration, state = seen["translation"]
+    assert iteration == 12 and {"pool_A", "pool_B", "lr_scheduler_generators", "optimizer_generators"} <= set(state)
+    assert len(state["pool_A"]["images"]) == 12 and state["lr_scheduler_generators"]["last_epoch"] == 2
+    assert_same_state(state, {k: v for k, v in saved.items() if k != "trainer"})
+    assert sorted(p.name for p in folder.iterdir()) == ["resume.previous.pt", "resume.pt"]  # the leftover removed
+    assert torch.load(folder / "resume.pt", weights_only=True)["trainer"]["iteration"] == 3 * 6
+    ResnetGenerator(1, 1, **QUICK_NET).load_state_dict(torch.load(root / "models" / "model.pt", weights_only=True))
 
 
 def test_evaluation_scores_against_the_references(trained):

@@ -20,12 +20,15 @@ import yaml
 from bundle_helpers import (
     ENV,
     assert_check_and_export,
+    assert_same_state,
     bundle_command,
     bundle_infer,
     bundle_run,
     copy_bundle,
     ddp_run,
+    kill_during_checkpoint_write,
     poison_target_labels,
+    resume_in_process,
 )
 from monai.networks.nets import BasicUNet
 from PIL import Image
@@ -200,6 +203,43 @@ def test_a_run_killed_in_stage_2_resumes_stage_2(trained, tmp_path):
     resume = torch.load(checkpoint, map_location="cpu", weights_only=False)
     assert resume["trainer"]["iteration"] == 60
     quick_pipeline().load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+
+
+@pytest.mark.parametrize("stage", ["segmenter", "translation"])
+def test_a_kill_during_a_checkpoint_write_resumes_that_stage(trained, tmp_path, caplog, stage):
+    """SIGKILL halfway through writing a stage's second checkpoint (of 2): its first is intact,
+    resume continues that stage from it (weights, optimiser, schedules and pools as saved; a
+    finished segmenter stage is reused) and the later stage follows."""
+    root = copy_bundle(tmp_path / "bundle", trained[0], keep_data=True)
+    kill_during_checkpoint_write(root, QUICK, stage, 2)
+    folder = root / "models" / stage
+    assert [p.name for p in folder.iterdir() if p.suffix == ".tmp"]  # the half-written temporary file
+    saved = torch.load(folder / "resume.pt", map_location="cpu", weights_only=True)
+    assert saved["trainer"]["iteration"] == saved["trainer"]["epoch_length"]  # one epoch of two
+    assert not (root / "models" / "model.pt").exists()
+    if stage == "translation":
+        segmenter = torch.load(root / "models" / "segmenter.pt", weights_only=True)
+    with caplog.at_level(logging.INFO):
+        seen = resume_in_process(root, QUICK)
+    assert f"Stage {stage!r}: resuming from {folder / 'resume.pt'} (iteration {saved['trainer']['iteration']})" in (
+        caplog.text
+    )
+    iteration, state = seen[stage]
+    assert iteration == saved["trainer"]["iteration"] > 0
+    assert_same_state(state, {k: v for k, v in saved.items() if k != "trainer"})
+    if stage == "segmenter":
+        assert set(state) == {"network", "optimizer"} and seen["translation"][0] == 0  # then stage 2 from the start
+    else:
+        assert "Stage 'segmenter': finished earlier" in caplog.text and "segmenter" not in seen
+        assert {"pool_A", "pool_B", "lr_scheduler_generators", "D_MI", "optimizer_content"} <= set(state)
+    assert not [p for p in (root / "models").rglob("*.tmp")]
+    for name in ("segmenter", "translation"):
+        checkpoint = torch.load(root / "models" / name / "resume.pt", weights_only=True)
+        assert checkpoint["trainer"]["iteration"] == 2 * checkpoint["trainer"]["epoch_length"]
+    pipeline = torch.load(root / "models" / "model.pt", weights_only=True)
+    quick_pipeline().load_state_dict(pipeline)
+    if stage == "translation":  # the reused segmenter is the one trained before the kill
+        assert all(torch.equal(pipeline[f"segmenter.{k}"], v) for k, v in segmenter.items())
 
 
 def test_target_labels_are_never_read(tmp_path, synthetic):

@@ -232,11 +232,12 @@ def test_a_stage_without_a_trainer_is_skipped_and_names_must_be_unique(tmp_path)
 def test_load_stage_networks_reads_a_stages_checkpoint(tmp_path):
     saved = {"R": nn.Linear(3, 2), "D": nn.Linear(2, 1)}
     (tmp_path / "translation").mkdir()
-    torch.save({k: v.state_dict() for k, v in saved.items()}, tmp_path / "translation" / "resume.pt")
+    checkpoint = {**{k: v.state_dict() for k, v in saved.items()}, "trainer": {"iteration": 3}}
+    torch.save(checkpoint, tmp_path / "translation" / "resume.pt")
     fresh = nn.Linear(3, 2)
     load_stage_networks(tmp_path, "translation", {"R": fresh})
     assert torch.equal(fresh.weight, saved["R"].weight)
-    with pytest.raises(ValueError, match=r"resume.pt has no G; it holds D, R"):
+    with pytest.raises(ValueError, match=r"resume.pt has no G; it holds D, R, trainer"):
         load_stage_networks(tmp_path, "translation", {"G": nn.Linear(3, 2)})
     with pytest.raises(ValueError, match=r"segmenter/resume.pt not found: train the stage 'segmenter' first"):
         load_stage_networks(tmp_path, "segmenter", {"R": fresh})

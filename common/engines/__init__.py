@@ -2,6 +2,7 @@
 validation during training."""
 
 from common.engines.base import MultiNetworkTrainer, check_choice, distributed, is_main_process, loss_output, unwrap
+from common.engines.checkpoints import FiniteGuard, atomic_save, find_resume, save_resume
 from common.engines.cyclegan import CycleGANTrainer, DiscriminatorReduction
 from common.engines.dadr import DADR_METHODS, DADRTrainer, StyleSource, check_dadr_method
 from common.engines.global_local import (
@@ -14,7 +15,7 @@ from common.engines.global_local import (
 from common.engines.mi2gan import MI2GANTrainer, MIMarginal
 from common.engines.reggan import RegGANMode, RegGANTrainer
 from common.engines.sifa import SIFATrainer
-from common.engines.stages import Stage, atomic_save, load_stage_networks, run_stages
+from common.engines.stages import Stage, load_stage_networks, run_stages
 from common.engines.synthmix import SYNTHMIX_METHODS, InspectorLoss, SynthMixTrainer
 from common.engines.validation import segmentation_validation, translation_validation
 
@@ -48,6 +49,9 @@ __all__ = [
     "run_stages",
     "load_stage_networks",
     "atomic_save",
+    "save_resume",
+    "find_resume",
+    "FiniteGuard",
     "segmentation_validation",
     "translation_validation",
 ]

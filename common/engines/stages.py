@@ -5,17 +5,21 @@ trainer, checkpoint and resume; a finished stage is reused, never retrained.
 A later stage reads what an earlier one trained through the config's references: the same
 network objects (e.g. DADR's segmenter stage uses the encoders that its disentanglement stage
 trained); a reused stage's weights are loaded from its checkpoint before the next stage starts.
-Each stage keeps its resume checkpoint in ``ckpt_dir/<stage>/resume.pt``, written atomically
-after every epoch. With ``resume``, a stage whose checkpoint reached the
-requested iteration count is loaded and skipped, a stage whose checkpoint did not continues
-from it (MONAI ``CheckpointLoader``), and the later stages start when it ends. The release
-network (``models/model.pt``, a bare ``state_dict``) is written once, after the last stage.
+Each stage keeps its resume checkpoint in ``ckpt_dir/<stage>/resume.pt`` (and the one before
+it in ``resume.previous.pt``), written after every epoch by
+:func:`~common.engines.checkpoints.atomic_save`: verified, finite, and renamed into place, so a
+kill at any moment leaves the last complete checkpoint. With ``resume``, the checkpoint with the
+highest recorded iteration is chosen (:func:`~common.engines.checkpoints.find_resume`); a stage
+whose checkpoint reached the requested iteration count is loaded and skipped, a stage whose
+checkpoint did not continues from it (MONAI ``CheckpointLoader``), and the later stages start
+when it ends. A :class:`~common.engines.checkpoints.FiniteGuard` stops a stage whose weights stop
+being finite. The release network (``models/model.pt``, a bare ``state_dict``) is written once,
+after the last stage.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,19 +29,25 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
-from monai.handlers import CheckpointLoader
 from monai.utils import set_determinism
 from torch import nn
 
 from common.bundle.settings import record_settings
 from common.config import as_bool
 from common.engines.base import is_main_process, unwrap
+from common.engines.checkpoints import (
+    FiniteGuard,
+    NamedCheckpointLoader,
+    atomic_save,
+    find_resume,
+    one_line,
+    save_resume,
+)
 
 __all__ = ["Stage", "run_stages", "atomic_save", "load_stage_networks", "RELEASE_FILENAME"]
 
 logger = logging.getLogger(__name__)
 RELEASE_FILENAME = "model.pt"
-CHECKPOINT_FILENAME = "resume.pt"
 
 
 @dataclass
@@ -78,26 +88,12 @@ class Stage:
         return self.trainer.checkpoint_objects()
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then a rename: a crash leaves either
-    the old file or the new one, never half of one.
-
-    Args:
-        obj: what to save.
-        path: the destination.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
-
-
 def load_stage_networks(
     ckpt_dir: str | Path, stage: str, networks: Mapping[str, nn.Module], device: torch.device | str = "cpu"
 ) -> None:
-    """Loads networks from a stage's resume checkpoint, e.g. those an evaluation needs beyond
-    the release network (RegGAN's ``R``, MI2GAN's encoders and ``D_MI``).
+    """Loads networks from a stage's resume checkpoint (the latest usable one,
+    :func:`~common.engines.checkpoints.find_resume`), e.g. those an evaluation needs beyond the
+    release network (RegGAN's ``R``, MI2GAN's encoders and ``D_MI``).
 
     Args:
         ckpt_dir: the run's checkpoint folder.
@@ -106,12 +102,13 @@ def load_stage_networks(
         device: where to map the weights.
 
     Raises:
-        ValueError: the checkpoint is missing or lacks a network, naming what it holds.
+        ValueError: the checkpoint is missing, unusable or lacks a network, naming the file and
+            what it holds.
     """
-    path = Path(ckpt_dir) / stage / "resume.pt"
-    if not path.is_file():
-        raise ValueError(f"{path} not found: train the stage {stage!r} first.")
-    state = torch.load(path, map_location=device, weights_only=True)
+    found = find_resume(Path(ckpt_dir) / stage, device)
+    if found is None:
+        raise ValueError(f"{Path(ckpt_dir) / stage / 'resume.pt'} not found: train the stage {stage!r} first.")
+    path, state = found
     missing = [name for name in networks if name not in state]
     if missing:
         raise ValueError(f"{path} has no {', '.join(missing)}; it holds {', '.join(sorted(state))}.")
@@ -141,6 +138,7 @@ def run_stages(
     device: torch.device | str = "cpu",
     settings: Mapping[str, Any] | None = None,
     preset: str = "default",
+    check_interval: int = 50,
 ) -> None:
     """Runs the stages in order, with per-stage checkpoints and resume, then writes the release weights
     and, beside them, the settings ``inference.yaml`` needs to rebuild the release network.
@@ -157,9 +155,15 @@ def run_stages(
             intensity normalisation), written to ``ckpt_dir/model_settings.json``
             (``common.bundle.settings``).
         preset: the preset the run was trained with, recorded with the settings.
+        check_interval: iterations between checks that every network's weights are finite
+            (:class:`~common.engines.checkpoints.FiniteGuard`); every file is checked before it
+            is written, whatever the interval.
 
     Raises:
-        ValueError: two stages with one name, or ``resume`` not a boolean.
+        ValueError: two stages with one name, ``resume`` not a boolean, or ``resume`` with
+            checkpoints of which none is usable (naming each).
+        FloatingPointError: a network's weights became NaN or infinite (naming it, the tensor and
+            the iteration); the last checkpoint is kept.
     """
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
@@ -172,11 +176,12 @@ def run_stages(
             continue
         if seed is not None:
             set_determinism(seed=seed + (0 if main else dist.get_rank()))
-        objects, path = stage.objects(), ckpt_dir / stage.name / CHECKPOINT_FILENAME
-        if resume and path.is_file():
-            saved = torch.load(path, map_location=device, weights_only=True)
+        objects, folder = stage.objects(), ckpt_dir / stage.name
+        found = find_resume(folder, device) if resume else None
+        if found is not None:
+            path, saved = found
             if _finished(stage.trainer, saved["trainer"]):
-                Checkpoint.load_objects(to_load={k: v for k, v in objects.items() if k != "trainer"}, checkpoint=saved)
+                _load(objects, saved, path)
                 logger.info(
                     "Stage %r: finished earlier (iteration %d), reused from %s",
                     stage.name,
@@ -185,12 +190,16 @@ def run_stages(
                 )
                 _write_outputs(stage, ckpt_dir, main)
                 continue
-            CheckpointLoader(load_path=str(path), load_dict=objects, map_location=device).attach(stage.trainer)
+            NamedCheckpointLoader(load_path=str(path), load_dict=objects, map_location=device).attach(stage.trainer)
             logger.info("Stage %r: resuming from %s (iteration %d)", stage.name, path, saved["trainer"]["iteration"])
         elif resume:
-            logger.info("Stage %r: no checkpoint at %s, training from the start", stage.name, path)
+            logger.info("Stage %r: no checkpoint in %s, training from the start", stage.name, folder)
+        networks = {name: obj for name, obj in objects.items() if isinstance(obj, nn.Module)}
+        FiniteGuard(networks, check_interval, f"Stage {stage.name!r}").attach(stage.trainer)
         if main:  # after every epoch, the last one included
-            stage.trainer.add_event_handler(Events.EPOCH_COMPLETED, _save_checkpoint, objects, path)
+            for stale in folder.glob(".*.tmp"):  # left by a process killed while writing
+                stale.unlink()
+            stage.trainer.add_event_handler(Events.EPOCH_COMPLETED, _save_checkpoint, objects, folder)
         logger.info("Stage %r: training", stage.name)
         stage.trainer.run()
         logger.info("Stage %r: done after %d iterations", stage.name, stage.trainer.state.iteration)
@@ -202,8 +211,19 @@ def run_stages(
             logger.info("Saved their settings %s", record_settings(ckpt_dir, settings, preset))
 
 
-def _save_checkpoint(engine: Engine, objects: Mapping[str, Any], path: Path) -> None:
-    atomic_save(_state(objects), path)
+def _save_checkpoint(engine: Engine, objects: Mapping[str, Any], folder: Path) -> None:
+    save_resume(_state(objects), folder)
+
+
+def _load(objects: Mapping[str, Any], saved: Mapping, path: Path) -> None:
+    """A finished stage's objects (all but the engine) from its checkpoint; errors name the file."""
+    try:
+        Checkpoint.load_objects(to_load={k: v for k, v in objects.items() if k != "trainer"}, checkpoint=saved)
+    except Exception as error:
+        raise RuntimeError(
+            f"Cannot reuse {path}: {one_line(error)} (was it written by another configuration? "
+            "Run without --resume to train from the start)."
+        ) from error
 
 
 def _write_outputs(stage: Stage, ckpt_dir: Path, main: bool) -> None:

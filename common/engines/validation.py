@@ -35,7 +35,7 @@ from common.data.datalist import entries
 from common.data.datasets import SliceDataset, image_dataset
 from common.data.io import paired_transform
 from common.engines.base import is_main_process, unwrap
-from common.engines.stages import atomic_save
+from common.engines.checkpoints import atomic_save
 
 __all__ = ["segmentation_validation", "translation_validation"]
 

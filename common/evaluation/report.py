@@ -57,8 +57,8 @@ def json_text(obj: object) -> str:
 
 
 def write_json(obj: dict, path: str | Path) -> Path:
-    """Writes ``obj`` as JSON (:func:`json_text`) through a temporary file and a rename (the
-    folder is created).
+    """Writes ``obj`` as JSON (:func:`json_text`) through a temporary file, flushed to disk, and a
+    rename (the folder is created): a crash leaves the previous file or the new one.
 
     Returns:
         The path.
@@ -66,7 +66,10 @@ def write_json(obj: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    temporary.write_text(json_text(obj))
+    with open(temporary, "w") as file:
+        file.write(json_text(obj))
+        file.flush()
+        os.fsync(file.fileno())
     os.replace(temporary, path)
     return path
 

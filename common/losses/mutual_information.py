@@ -187,8 +187,9 @@ class MutualInformationEstimator(nn.Module):
         self.bound = MIBound(bound)
         self.moving_average_rate = moving_average_rate
         self.critic_bound = critic_bound
-        # NaN until the first training batch sets it.
-        self.register_buffer("log_moving_average", torch.tensor(float("nan")))
+        # Set by the first training batch (counted, so that every saved value stays finite).
+        self.register_buffer("log_moving_average", torch.tensor(0.0))
+        self.register_buffer("moving_average_batches", torch.tensor(0, dtype=torch.int64))
 
     def pair_scores(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Critic scores of aligned pairs.
@@ -270,13 +271,14 @@ class MutualInformationEstimator(nn.Module):
         return bound.detach() + (corrected - corrected.detach())
 
     def _update_moving_average(self, log_mean_exp: torch.Tensor) -> None:
-        if torch.isnan(self.log_moving_average):
-            self.log_moving_average.copy_(log_mean_exp)
-            return
         rate = self.moving_average_rate
-        self.log_moving_average.copy_(
-            torch.logaddexp(math.log1p(-rate) + self.log_moving_average, math.log(rate) + log_mean_exp)
-        )
+        if self.moving_average_batches == 0:
+            self.log_moving_average.copy_(log_mean_exp)
+        else:
+            self.log_moving_average.copy_(
+                torch.logaddexp(math.log1p(-rate) + self.log_moving_average, math.log(rate) + log_mean_exp)
+            )
+        self.moving_average_batches += 1
 
 
 def _scores(scores: torch.Tensor, name: str) -> torch.Tensor:
