@@ -2,7 +2,8 @@
 
 ``python -m monai.bundle run ... --resume false`` passes the *string* ``'false'`` (fire keeps
 what is not a Python literal as text), which Python treats as true; :func:`as_bool` reads the
-usual spellings and refuses anything else, naming the id. MONAI accepts an override of an id
+usual spellings and refuses anything else, naming the id; a numeric setting must get a number.
+MONAI accepts an override of an id
 that no config defines (``--num_epochs 1`` adds an unused id and trains the full schedule);
 :func:`check_command_line`, the first step of every bundle's ``initialize``, refuses it, naming
 the closest ids, and makes the cause of any error the last line of the output (MONAI reports a
@@ -109,7 +110,7 @@ def check_command_line(argv: Sequence[str] | None = None) -> None:
 
     Raises:
         ValueError: an override of an id that no config file defines, naming it and the
-            closest ids.
+            closest ids, or a value that is not a boolean or a number where the config has one.
     """
     argv = list(sys.argv if argv is None else argv)
     if not argv or Path(argv[0]).parts[-3:] != ("monai", "bundle", "__main__.py"):
@@ -125,14 +126,38 @@ def check_command_line(argv: Sequence[str] | None = None) -> None:
 
     files = _config_files(str(overrides["config_file"]))
     parser = ConfigParser(ConfigParser.load_config_files(files))
-    for key in overrides:
-        if key.replace("-", "_") in RUN_ARGUMENTS or key in parser:
+    for key, value in overrides.items():
+        if key.replace("-", "_") in RUN_ARGUMENTS:
+            continue
+        if key in parser:
+            _check_type(key, value, parser.get(key))
             continue
         known = _ids(parser.get())
         closest = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
         names = ", ".join(files) if isinstance(files, list) else files
         hint = f"; did you mean {', '.join('--' + c for c in closest)}?" if closest else "."
         raise ValueError(f"Unknown setting --{key}: no id of {names} is called {key!r}{hint}")
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _check_type(key: str, text: str, default: Any) -> None:
+    """An override of a boolean or numeric setting must be one (a reference or expression is not checked)."""
+    if text.startswith(("$", "@", "%")):
+        return
+    value = _literal(text)
+    if isinstance(default, bool):
+        as_bool(value, key)
+    elif isinstance(default, (int, float)):
+        integer = isinstance(value, int) and not isinstance(value, bool)
+        if not (integer or (isinstance(default, float) and isinstance(value, float))):
+            kind = "an integer" if isinstance(default, int) else "a number"
+            raise ValueError(f"--{key} must be {kind} (the config has {default!r}), got {text!r}.")
 
 
 def _load_mapping(text: str, name: str) -> dict:

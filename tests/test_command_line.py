@@ -46,6 +46,27 @@ def test_only_ids_the_configs_define_may_be_overridden(monkeypatch):
     check_command_line(["python", "-m", "common.reproduce", "--num_epochs", "1"])  # other programs: not checked
 
 
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("resume", "flase", r"`resume` must be true or false .*got 'flase'"),
+        ("epoch_length", "ten", r"--epoch_length must be an integer \(the config has 6\), got 'ten'"),
+        ("constant_epochs", "2.5", r"--constant_epochs must be an integer \(the config has 2\), got '2.5'"),
+        ("learning_rate", "fast", r"--learning_rate must be a number \(the config has 0.0002\), got 'fast'"),
+    ],
+)
+def test_boolean_and_numeric_overrides_are_read_strictly(monkeypatch, key, value, message):
+    monkeypatch.chdir(BUNDLES / "cyclegan")
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    command = [BUNDLE_MAIN, "run", "training", "--config_file", str(QUICK)]
+    for good in {"resume": ("false", "yes"), "learning_rate": ("1e-3", "1"), "epoch_length": ("3", "$2 * 3")}.get(
+        key, ()
+    ):
+        check_command_line([*command, f"--{key}", good])
+    with pytest.raises(ValueError, match=message):
+        check_command_line([*command, f"--{key}", value])
+
+
 def test_a_misspelt_override_stops_before_anything_is_written(tmp_path):
     root = copy_bundle(tmp_path / "bundle", BUNDLES / "cyclegan")
     before = sorted(p.relative_to(root) for p in root.rglob("*"))
@@ -64,7 +85,7 @@ def test_a_misspelt_override_stops_before_anything_is_written(tmp_path):
 def test_the_cause_of_an_error_in_a_config_expression_is_the_last_line(tmp_path):
     root = copy_bundle(tmp_path / "bundle", BUNDLES / "cyclegan")
     result = subprocess.run(
-        bundle_command("training", QUICK, "--resume", "maybe", "--datalist", "missing.json"),
+        bundle_command("training", QUICK, "--datalist", "missing.json"),
         cwd=root,
         capture_output=True,
         text=True,
