@@ -7,7 +7,8 @@ recorded intensity normalisation and a ``SupervisedEvaluator``; MONAI Label driv
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+import logging
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,17 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
+from monai.data.utils import create_file_basename
 from monai.inferers import SliceInferer
 from monai.transforms import SaveImaged
 
-from common.data.datalist import entries, load_datalist
-from common.data.io import is_plain_image, reader_for
+from common.data.datalist import entries, load_datalist, read_error, size_problems, unreadable_reason
+from common.data.io import LoadImageByTyped, is_plain_image, reader_for
 
-__all__ = ["input_files", "SliceOrImageInferer", "SaveLikeInputd", "translate"]
+__all__ = ["input_files", "check_inputs", "output_path", "SliceOrImageInferer", "SaveLikeInputd", "translate"]
+
+logger = logging.getLogger(__name__)
+FEW_INSIDE = 0.05  # warn when less than this fraction of an input lies inside a fixed intensity range
 
 
 def input_files(source: str | Path, split: str = "test", domain: str = "source") -> list[str]:
@@ -60,6 +65,112 @@ def input_files(source: str | Path, split: str = "test", domain: str = "source")
     if not files:
         raise ValueError(f"No image in {source} (NIfTI, DICOM, PNG, JPEG, BMP or TIFF).")
     return files
+
+
+def output_path(path: str | Path, output_dir: str | Path, postfix: str) -> Path:
+    """Where :class:`SaveLikeInputd` writes the output of an input (MONAI's ``SaveImaged`` naming).
+
+    Args:
+        path: the input file (or DICOM series folder).
+        output_dir: the output folder.
+        postfix: the output postfix (``seg``, ``trans``).
+
+    Returns:
+        ``output_dir/<input name>_<postfix>.<png|nii.gz>``.
+    """
+    extension = ".png" if is_plain_image(path) else ".nii.gz"
+    return Path(
+        create_file_basename(postfix, str(path), str(output_dir), separate_folder=False, makedirs=False) + extension
+    )
+
+
+def check_inputs(
+    files: Sequence[str],
+    channels: int,
+    output_dir: str | Path,
+    postfix: str,
+    network: torch.nn.Module | None = None,
+    intensity: Mapping[str, Sequence[float]] | None = None,
+) -> list[str]:
+    """Checks every inference input before any is processed, reporting every bad one.
+
+    Each input must be readable, a 2D image or a 3D volume with ``channels`` channels and finite
+    values, of an in-plane size ``network`` keeps, and map to its own output file. An input
+    whose values lie mostly outside a fixed ``intensity`` range (clipped to a near-constant
+    image) is named in a warning with the fraction clipped and the setting to change.
+
+    Args:
+        files: the inputs (:func:`input_files`).
+        channels: the network's input channels.
+        output_dir: where the outputs go.
+        postfix: the outputs' postfix.
+        network: the network (its in-plane sizes are probed once per size; ``None``: not probed).
+        intensity: the input normalisation (``{"range": ...}`` is checked for clipping).
+
+    Returns:
+        ``files``.
+
+    Raises:
+        ValueError: one line per bad input, naming it and what was expected; nothing is written.
+    """
+    loader = LoadImageByTyped(keys="image")
+    problems: list[str] = []
+    sizes: dict[tuple[int, ...], list[str]] = {}
+    outputs: dict[Path, str] = {}
+    for file in files:
+        output = output_path(file, output_dir, postfix)
+        if output in outputs:
+            problems.append(f"{file} and {outputs[output]} would both be written to {output}; rename one.")
+        outputs.setdefault(output, file)
+        reason = unreadable_reason(Path(file))
+        if reason:
+            problems.append(f"{file} {reason}.")
+            continue
+        try:
+            image = loader({"image": file})["image"]
+        except ValueError as error:
+            problems.append(f"{file} {read_error(Path(file), error)}.")
+            continue
+        if image.ndim not in (3, 4):
+            problems.append(f"{file} has {image.ndim - 1} spatial dimensions, expected a 2D image or a 3D volume.")
+        elif image.shape[0] != channels:
+            problems.append(f"{file} has {image.shape[0]} channels, expected {channels}.")
+        else:
+            values = np.asarray(image)
+            if not np.isfinite(values).all():
+                problems.append(f"{file} contains NaN or infinite values; expected finite values.")
+                continue
+            sizes.setdefault(tuple(image.shape[1:3]), []).append(str(file))
+            _warn_if_clipped(file, values, intensity)
+    if network is not None:
+        problems += size_problems(sizes, network, channels)
+    if problems:
+        raise ValueError(
+            f"{len(problems)} problem(s) with the inference inputs, one per line (nothing was written):\n"
+            + "\n".join(problems)
+        )
+    return list(files)
+
+
+def _warn_if_clipped(file: str, values: np.ndarray, intensity: Mapping[str, Sequence[float]] | None) -> None:
+    """Warns when a fixed intensity range leaves (nearly) nothing of an input but its two clipped ends."""
+    if not intensity or "range" not in intensity:
+        return
+    low, high = intensity["range"]
+    inside = float(np.mean((values > low) & (values < high)))
+    if inside < FEW_INSIDE:
+        logger.warning(
+            "%s: only %.1f %% of its values lie inside the intensity range [%g, %g] that the bundle maps to [-1, 1]; "
+            "the rest are clipped to its ends, a nearly constant image (its values span %g to %g). If it is not "
+            "stored like the training data, set --intensity \"{'range': [LOW, HIGH]}\" (or \"{'percentiles': "
+            '[0.5, 99.5]}") for it',
+            file,
+            100 * inside,
+            low,
+            high,
+            float(values.min()),
+            float(values.max()),
+        )
 
 
 class SliceOrImageInferer(SliceInferer):
@@ -171,7 +282,8 @@ class SaveLikeInputd(SaveImaged):
             The sample, unchanged.
 
         Raises:
-            ValueError: an output without its input's file name.
+            ValueError: an output without its input's file name, or with NaN or infinite values
+                (nothing is written for it).
         """
         d = dict(data)
         for key in self.key_iterator(d):
@@ -179,6 +291,8 @@ class SaveLikeInputd(SaveImaged):
             path = output.meta.get("filename_or_obj") if isinstance(output, MetaTensor) else None
             if not path:
                 raise ValueError(f"SaveLikeInputd: {key!r} carries no input file name (filename_or_obj).")
+            if output.is_floating_point() and not bool(torch.isfinite(output).all()):
+                raise ValueError(f"The output for {path} holds NaN or infinite values; it was not written.")
             if is_plain_image(path):
                 self.png({key: output.round().clamp(0, 255)})
             else:

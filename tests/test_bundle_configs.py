@@ -10,8 +10,10 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 BUNDLES = sorted(p for p in (Path(__file__).resolve().parents[1] / "bundles").iterdir() if (p / "configs").is_dir())
 SHARED_TRAIN = [
@@ -154,7 +156,10 @@ def test_inference_follows_the_model_zoo_workflow_layout(bundle, tmp_path):
     if segmentation["pred"]["format"] == "segmentation":
         assert isinstance(postprocessing[0], AsDiscreted) and postprocessing[0].argmax == (True,)
         assert segmentation["pred"]["num_channels"] == len(segmentation["pred"]["channel_def"]) > 1
-    (tmp_path / "image.nii.gz").write_bytes(b"")  # an input, so that the evaluator's data instantiate
+    # an input the bundle takes (the inputs are checked when the evaluator's data instantiate)
+    channels = json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]["inputs"]
+    pixels = np.zeros((64, 64, 3) if channels["image"]["num_channels"] == 3 else (64, 64), np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "image.png")
     evaluator = parser.get_parsed_content("evaluator")
     assert isinstance(evaluator, SupervisedEvaluator)
     loaders = [h for h in parser.get_parsed_content("handlers") if isinstance(h, CheckpointLoader)]

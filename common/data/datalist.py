@@ -17,19 +17,34 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from common.data.io import LoadImageByTyped, reader_for
 
-__all__ = ["DatalistError", "load_datalist", "check_images", "entries", "has_references"]
+__all__ = [
+    "DatalistError",
+    "load_datalist",
+    "check_images",
+    "check_sizes",
+    "InputSizes",
+    "entries",
+    "has_references",
+    "unreadable_reason",
+    "read_error",
+    "size_problems",
+]
 
 SECTIONS = ("source", "target", "paired")
 SPLITS = ("training", "validation", "test")
 PATH_KEYS = ("image", "label", "reference", "target", "oracle_label")
+LABEL_KEYS = ("label", "oracle_label")
 
 
 class DatalistError(ValueError):
@@ -120,64 +135,220 @@ def has_references(datalist: dict, section: str, split: str) -> bool:
     return bool(items) and all("reference" in e for e in items)
 
 
-def check_images(datalist: dict, path: str | Path = "datalist") -> None:
-    """Reads every image of a loaded datalist and checks it against the header.
+def check_images(
+    datalist: dict,
+    path: str | Path = "datalist",
+    splits: Sequence[str] = SPLITS,
+    label_sections: Sequence[str] = SECTIONS,
+    network: torch.nn.Module | None = None,
+    network_domain: str = "target",
+) -> InputSizes:
+    """Reads every image of the chosen splits of a loaded datalist and checks it against the
+    header, reporting every bad file, before any work starts.
 
-    Checks: the file is readable, has the domain's channel count and the datalist's
-    dimensionality, its label (if any) has the image's spatial shape, label values are
-    declared classes, and no image contains NaN.
+    Checks: each file is readable, has the domain's channel count and the datalist's
+    dimensionality and only finite values; a label (read only in ``label_sections``) has the
+    image's spatial shape and integer values among the declared classes; with ``network``, each
+    in-plane size (2D images, or a volume's slices along its last axis) gives an output of the
+    same size (a zero image through the network, once per size; e.g. a generator that halves
+    the size twice needs multiples of 4).
 
     Args:
         datalist: a datalist returned by :func:`load_datalist`.
         path: the datalist's path, for messages.
+        splits: the splits to check (e.g. training's: training and validation).
+        label_sections: the sections whose labels are read (training never reads the target's).
+        network: a network whose output must keep its input's in-plane size (the release
+            network; run where its weights are).
+        network_domain: the domain of the network's input (its channel count).
+
+    Returns:
+        The in-plane sizes of the images read, for :func:`check_sizes` once the networks exist
+        (training probes them after building its networks, so that building them here does
+        not change their random initialisation).
 
     Raises:
-        DatalistError: the first problem found, naming the file and entry.
+        DatalistError: one line per bad file, each naming the file, its entry and what was expected.
     """
     loader = LoadImageByTyped(keys=list(PATH_KEYS), allow_missing_keys=True)
     dim = datalist["tensor_dim"]
     classes = {int(k) for k in datalist["labels"]}
-    todo = list(_walk(datalist))
+    todo = [item for item in _walk(datalist) if item[1] in splits]
+    problems: list[str] = []
+    sizes: dict[tuple[int, ...], list[str]] = {}
     for section, split, index, entry in tqdm(todo, desc="checking images", unit="entry", disable=len(todo) < 20):
-        where = f"{path}: {section}.{split}[{index}]"
-        try:
-            loaded = loader(entry)
-        except ValueError as error:
-            raise DatalistError(f"{where}: {error}") from error
+        where = f"{section}.{split}[{index}]"
         domain = "target" if section == "target" else "source"
+        loaded = {}
+        keys = [k for k in PATH_KEYS if k in entry and (k not in LABEL_KEYS or section in label_sections)]
+        for key in keys:
+            unreadable = unreadable_reason(Path(entry[key]))
+            if unreadable:
+                problems.append(f"{where}.{key}: {entry[key]} {unreadable}.")
+                continue
+            try:
+                loaded[key] = loader({key: entry[key]})[key]
+            except ValueError as error:
+                problems.append(f"{where}.{key}: {entry[key]} {read_error(Path(entry[key]), error)}.")
         for key in ("image", "reference", "target"):
             if key not in loaded:
                 continue
             image = loaded[key]
             expected_channels = datalist["domains"][_domain_of(section, key, domain)].get("channels", 1)
             if image.ndim - 1 != dim:
-                raise DatalistError(
-                    f"{where}.{key}: {entry[key]} has {image.ndim - 1} spatial dimensions, expected {dim} (tensor_dim)."
+                problems.append(
+                    f"{where}.{key}: {entry[key]} has {image.ndim - 1} spatial dimensions, expected {dim} (tensor_dim); "
+                    f"its shape is {tuple(image.shape[1:])}."
                 )
+                loaded.pop(key)  # its label is not compared with it
+                continue
             if image.shape[0] != expected_channels:
-                raise DatalistError(
+                problems.append(
                     f"{where}.{key}: {entry[key]} has {image.shape[0]} channels, expected {expected_channels}."
                 )
-            if not bool(np.isfinite(np.asarray(image)).all()):
-                raise DatalistError(f"{where}.{key}: {entry[key]} contains NaN or infinite values.")
-        for key in ("label", "oracle_label"):
-            if key not in loaded:
-                continue
-            label = np.asarray(loaded[key])
-            if label.shape[1:] != tuple(loaded["image"].shape[1:]) or label.shape[0] != 1:
-                raise DatalistError(
-                    f"{where}.{key}: {entry[key]} has shape {label.shape[1:]} (channels {label.shape[0]}), "
-                    f"but the image has spatial shape {tuple(loaded['image'].shape[1:])} and a label needs 1 channel."
-                )
-            values = np.unique(label)
-            if not np.array_equal(values, np.round(values)):
-                raise DatalistError(f"{where}.{key}: {entry[key]} has non-integer values; labels must be integers.")
-            unknown = sorted(set(values.astype(np.int64).tolist()) - classes)
-            if unknown:
-                raise DatalistError(
-                    f"{where}.{key}: {entry[key]} has values {unknown[:5]} that are not declared in `labels` "
-                    f"({sorted(classes)})."
-                )
+            elif not bool(np.isfinite(np.asarray(image)).all()):
+                problems.append(f"{where}.{key}: {entry[key]} contains NaN or infinite values; expected finite values.")
+            sizes.setdefault(tuple(image.shape[1:3]), []).append(f"{where}.{key}: {entry[key]}")
+        for key in LABEL_KEYS:
+            if key in loaded:
+                problems += _label_problems(f"{where}.{key}: {entry[key]}", loaded[key], loaded.get("image"), classes)
+    found = InputSizes(str(path), sizes, datalist["domains"][network_domain].get("channels", 1))
+    if network is not None:
+        problems += size_problems(sizes, network, found.channels)
+    if problems:
+        raise DatalistError(
+            f"{len(problems)} problem(s) in {path}, one per line (nothing was run):\n" + "\n".join(problems)
+        )
+    return found
+
+
+@dataclass
+class InputSizes:
+    """The in-plane sizes of a datalist's images, as :func:`check_images` found them.
+
+    Args:
+        path: the datalist, for messages.
+        sizes: ``{in-plane size: [each file of that size, described]}``.
+        channels: the input channels of the network to probe.
+    """
+
+    path: str
+    sizes: dict[tuple[int, ...], list[str]]
+    channels: int
+
+
+def check_sizes(found: InputSizes | None, network: torch.nn.Module) -> None:
+    """Checks that a network keeps every in-plane size :func:`check_images` found.
+
+    Args:
+        found: what :func:`check_images` returned (``None``: nothing to check).
+        network: the network (the release network), where its weights are.
+
+    Raises:
+        DatalistError: one line per file whose size the network cannot take.
+    """
+    if found is None:
+        return
+    problems = size_problems(found.sizes, network, found.channels)
+    if problems:
+        raise DatalistError(
+            f"{len(problems)} problem(s) in {found.path}, one per line (nothing was run):\n" + "\n".join(problems)
+        )
+
+
+def unreadable_reason(file: Path) -> str | None:
+    """Why a file cannot hold an image, where that is clear without a reader.
+
+    Args:
+        file: an image file (or a DICOM series folder).
+
+    Returns:
+        ``"is empty (0 bytes)"``, ``"is not gzip-compressed, ..."`` or ``None``.
+    """
+    if file.is_dir():
+        return None  # a DICOM series
+    if file.stat().st_size == 0:
+        return "is empty (0 bytes)"
+    if file.name.endswith(".gz"):
+        with open(file, "rb") as handle:
+            if handle.read(2) != b"\x1f\x8b":
+                return "is not gzip-compressed, as its name (.gz) says it is"
+    return None
+
+
+def read_error(file: Path, error: BaseException) -> str:
+    """What a reader's failure means, for a one-line message.
+
+    Args:
+        file: the file (or folder) that failed to load.
+        error: the reader's error (:class:`~common.data.io.LoadImageByTyped` chains the reader's own).
+
+    Returns:
+        e.g. ``"cannot be read (EOFError: Compressed file ended ...)"``.
+    """
+    if file.is_dir():
+        return "is a folder, read as a DICOM series, but holds no readable DICOM series"
+    cause = error.__cause__ or error
+    return f"cannot be read ({type(cause).__name__}: {' '.join(str(cause).split())[:200]})"
+
+
+def _label_problems(where: str, label: Any, image: Any, classes: set[int]) -> list[str]:
+    """What is wrong with a label map (against its image and the declared classes)."""
+    label = np.asarray(label)
+    if image is not None and (label.shape[1:] != tuple(image.shape[1:]) or label.shape[0] != 1):
+        return [
+            f"{where} has shape {label.shape[1:]} (channels {label.shape[0]}), but the image has spatial shape "
+            f"{tuple(image.shape[1:])} and a label needs 1 channel."
+        ]
+    values = np.unique(label)
+    if not np.array_equal(values, np.round(values)):
+        return [f"{where} has non-integer values; labels must be integers."]
+    unknown = sorted(set(values.astype(np.int64).tolist()) - classes)
+    if unknown:
+        return [f"{where} has values {unknown[:5]} that are not declared in `labels` ({sorted(classes)})."]
+    return []
+
+
+def _keeps_size(network: torch.nn.Module, channels: int, size: tuple[int, ...]) -> bool:
+    """Whether a zero image of ``size`` comes out of ``network`` with the same in-plane size."""
+    device = next(network.parameters()).device
+    training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            output = network(torch.zeros(1, channels, *size, device=device))
+    except Exception:
+        return False
+    finally:
+        network.train(training)
+    output = output[0] if isinstance(output, (tuple, list)) else output
+    return tuple(output.shape[2:]) == tuple(size)
+
+
+def size_problems(sizes: dict[tuple[int, ...], list[str]], network: torch.nn.Module, channels: int) -> list[str]:
+    """One line per file whose in-plane size the network cannot take, with a size it can.
+
+    Args:
+        sizes: ``{in-plane size: [description of each file of that size]}``.
+        network: a network whose output must keep its input's in-plane size.
+        channels: its input channels.
+
+    Returns:
+        ``"<file> has the in-plane size HxW; the networks need multiples of M (e.g. ...)..."`` lines.
+    """
+    problems = []
+    for size, files in sizes.items():
+        if _keeps_size(network, channels, size):
+            continue
+        hint = "resample, crop or pad it"
+        for multiple in (2, 4, 8, 16, 32, 64):
+            fitted = tuple(-(-n // multiple) * multiple for n in size)
+            if _keeps_size(network, channels, fitted):
+                shown = "x".join(map(str, fitted))
+                hint = f"the networks need multiples of {multiple} (e.g. {shown}): resample, crop or pad it"
+                break
+        problems += [f"{file} has the in-plane size {'x'.join(map(str, size))}; {hint}." for file in files]
+    return problems
 
 
 def _check_header(datalist: object, path: Path) -> None:

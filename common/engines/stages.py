@@ -34,6 +34,7 @@ from torch import nn
 
 from common.bundle.settings import record_settings
 from common.config import as_bool
+from common.data.datalist import InputSizes, check_sizes
 from common.engines.base import is_main_process, unwrap
 from common.engines.checkpoints import (
     FiniteGuard,
@@ -139,6 +140,7 @@ def run_stages(
     settings: Mapping[str, Any] | None = None,
     preset: str = "default",
     check_interval: int = 50,
+    input_sizes: InputSizes | None = None,
 ) -> None:
     """Runs the stages in order, with per-stage checkpoints and resume, then writes the release weights
     and, beside them, the settings ``inference.yaml`` needs to rebuild the release network.
@@ -158,18 +160,24 @@ def run_stages(
         check_interval: iterations between checks that every network's weights are finite
             (:class:`~common.engines.checkpoints.FiniteGuard`); every file is checked before it
             is written, whatever the interval.
+        input_sizes: the in-plane sizes of the training images
+            (:func:`~common.data.datalist.check_images`); ``release`` must keep each of them,
+            checked before the first stage starts.
 
     Raises:
         ValueError: two stages with one name, ``resume`` not a boolean, or ``resume`` with
             checkpoints of which none is usable (naming each).
         FloatingPointError: a network's weights became NaN or infinite (naming it, the tensor and
             the iteration); the last checkpoint is kept.
+        DatalistError: ``release`` cannot take an input size (one line per file).
     """
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ValueError(f"Stage names must be unique; got {', '.join(names)}.")
     resume = as_bool(resume, "resume")  # `--resume false` arrives as the string 'false'
     ckpt_dir, main = Path(ckpt_dir), is_main_process()
+    if release is not None:
+        check_sizes(input_sizes, unwrap(release))
     for stage in stages:
         if stage.trainer is None:
             logger.info("Stage %r: not used by this configuration, skipped", stage.name)
