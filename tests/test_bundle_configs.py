@@ -164,3 +164,61 @@ def test_inference_follows_the_model_zoo_workflow_layout(bundle, tmp_path):
     assert isinstance(evaluator, SupervisedEvaluator)
     loaders = [h for h in parser.get_parsed_content("handlers") if isinstance(h, CheckpointLoader)]
     assert len(loaders) == 1 and loaders[0].load_path == str(tmp_path / "models" / "model.pt")
+
+
+def test_ddp_process_group_timeout_comes_from_the_config(monkeypatch):
+    """``ddp_timeout_minutes`` reaches ``init_process_group`` in every bundle's multi_gpu_train.yaml."""
+    import datetime
+
+    import torch.distributed as dist
+    from monai.bundle import ConfigParser
+
+    for bundle in BUNDLES:
+        parser = ConfigParser()
+        parser.read_config([str(bundle / "configs" / n) for n in ("train.yaml", "multi_gpu_train.yaml")])
+        assert parser["ddp_timeout_minutes"] == 5.0, bundle.name
+        parser["ddp_timeout_minutes"] = 0.05
+        parser["backend"] = "gloo"
+        seen = {}
+        monkeypatch.setattr(dist, "is_initialized", lambda: False)
+        monkeypatch.setattr(dist, "init_process_group", lambda **options: seen.update(options))
+        init = next(i for i, e in enumerate(parser["initialize"]) if "init_process_group" in e)
+        parser.get_parsed_content(f"initialize#{init}")
+        assert seen == {"backend": "gloo", "timeout": datetime.timedelta(seconds=3)}, bundle.name
+
+
+def _stalled_peer(rank: int, port: int) -> None:
+    """Rank 1 joins the group and stops answering; rank 0 waits for it in a collective."""
+    import datetime
+    import time
+
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=3)
+    )
+    if rank == 1:
+        time.sleep(60)
+        return
+    started = time.monotonic()
+    try:
+        dist.all_reduce(torch.ones(1))
+    except RuntimeError as error:
+        raise RuntimeError(f"gave up after {time.monotonic() - started:.0f} s: {error}") from None
+
+
+def test_a_stalled_rank_ends_the_wait_after_the_timeout():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = mp.start_processes(_stalled_peer, args=(port,), nprocs=2, join=False, start_method="spawn")
+    with pytest.raises(mp.ProcessRaisedException, match=r"gave up after [0-9] s"):
+        while not context.join(timeout=30):
+            pass
+    for process in context.processes:
+        process.kill()

@@ -70,7 +70,9 @@ def test_layout_errors(dataset, change, pattern):
     path, datalist = dataset
     edited = rewrite(path, edit(datalist, change))
     if pattern is None:
-        with pytest.raises(DatalistError, match=r"target.test\[0\].image: .* cannot be read"):
+        with pytest.raises(
+            DatalistError, match=r"target.test\[0\].image: .*source is a folder, read as a DICOM series, but"
+        ):
             load_datalist(edited, verify_images=True)
         return
     with pytest.raises(DatalistError, match=pattern) as error:
