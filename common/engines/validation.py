@@ -31,7 +31,6 @@ from monai.handlers import (
 from monai.transforms import AsDiscreted
 from torch import nn
 
-from common.data.datalist import entries
 from common.data.datasets import SliceDataset, image_dataset
 from common.data.io import paired_transform
 from common.engines.base import is_main_process, unwrap
@@ -150,15 +149,13 @@ def translation_validation(
 
     Returns:
         The ``ValidationHandler`` to attach to the trainer, or ``None`` without validations
-        (``interval`` 0, or entries without a ``reference`` to compare with: logged).
-
-    Raises:
-        DatalistError: the datalist has no ``domain.validation`` split.
+        (``interval`` 0, no ``domain.validation`` split, or entries without a ``reference`` to
+        compare with, as real data have none: logged).
     """
     if interval <= 0:
         return None
-    items = entries(datalist, domain, "validation")
-    if not all("reference" in e for e in items):
+    items = datalist.get(domain, {}).get("validation", [])
+    if not items or not all("reference" in e for e in items):
         logger.info("%s.validation has no references: no translation validation during training", domain)
         return None
     keys = ("image", "reference")

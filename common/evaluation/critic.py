@@ -41,9 +41,11 @@ def evaluate_mi_critic(
     ``output_dir/critic.json``.
 
     With ``x_i`` the ``domain`` images of ``split``, ``t_i = generator(x_i)`` and ``r_j`` the
-    other domain's images of the same split: ``z_i = encoder_x(x_i)``, ``w_i = encoder_y(t_i)``,
-    ``v_j = encoder_y(r_j)``. Scores ``T = critic.pair_scores``: joint ``T(z_i, w_i)``, product
-    ``T(z_i, w_j)`` for every ``j != i``, real ``T(z_i, v_j)`` for every ``j``.
+    other domain's images of the same split (of its validation split where it has no such
+    split, as CVC-ClinicDB in the polyp task, which has training and validation only):
+    ``z_i = encoder_x(x_i)``, ``w_i = encoder_y(t_i)``, ``v_j = encoder_y(r_j)``. Scores
+    ``T = critic.pair_scores``: joint ``T(z_i, w_i)``, product ``T(z_i, w_j)`` for every
+    ``j != i``, real ``T(z_i, v_j)`` for every ``j``.
 
     Args:
         generator: ``G`` translating ``domain`` into the other domain.
@@ -53,7 +55,8 @@ def evaluate_mi_critic(
         datalist: a loaded datalist.
         output_dir: the folder (created).
         domain: the translated domain (``target`` for MI2GAN's ``G_AB``).
-        split: the split (both domains' images of it are used; labels are not read).
+        split: the split (both domains' images of it are used; labels are not read); recorded
+            with the other domain's split used (``real_split``).
         device: where to run.
 
     Returns:
@@ -68,13 +71,15 @@ def evaluate_mi_critic(
     modules = [m.to(device).eval() for m in (generator, encoder_x, encoder_y, critic)]
     generator, encoder_x, encoder_y, critic = modules
 
-    def load(side: str) -> torch.Tensor:
+    real_split = split if split in datalist.get(other, {}) else "validation"
+
+    def load(side: str, split: str) -> torch.Tensor:
         items = [{"image": e["image"]} for e in entries(datalist, side, split)]
         data = CacheDataset(items, domain_transform(datalist, side, ("image",)), progress=False)
         return torch.stack([item["image"].as_tensor() for item in data]).to(device)
 
     with torch.no_grad():
-        images, others = load(domain), load(other)
+        images, others = load(domain, split), load(other, real_split)
         z, w, v = encoder_x(images), encoder_y(generator(images)), encoder_y(others)
         n, m = len(z), len(v)
         joint = critic.pair_scores(z, w)
@@ -90,6 +95,7 @@ def evaluate_mi_critic(
         "images": n,
         "other_images": m,
         "split": split,
+        "real_split": real_split,
     }
     write_json(result, Path(output_dir) / "critic.json")
     logger.info(

@@ -1,0 +1,17 @@
+"""Preparation of the public datasets of the papers into datalists (DESIGN.md sections 6-7).
+
+``python -m common.data.prepare DATASET --raw DIR --out DIR [options]`` checks the raw layout
+(one line per missing or unreadable file), converts the files the bundles read, and writes the
+datalist atomically (a temporary file, then a rename), with the intensity normalisation that
+training and inference read. A run is idempotent: running it again writes the same files.
+
+A cross-centre task built from two datasets is prepared one dataset at a time into one output
+folder: each writes its part (``OUT/<dataset>/part.json``), and the task's ``OUT/datalist.json``
+is written once both parts are there (e.g. ``cvc_clinic`` as the source centre and
+``etis_larib`` as the target: the MI2GAN polyp task).
+"""
+
+from common.data.prepare import polyp, refuge  # noqa: F401  (they register their datasets)
+from common.data.prepare.core import DATASETS, RawLayoutError, prepare
+
+__all__ = ["prepare", "DATASETS", "RawLayoutError"]

@@ -1,0 +1,49 @@
+"""``python -m common.data.prepare DATASET --raw DIR --out DIR [--size H W]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from common.data.prepare.core import DATASETS, RawLayoutError, prepare
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Prepares one dataset.
+
+    Args:
+        argv: the command line (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0, or 1 with the problems printed (one line per file).
+    """
+    parser = argparse.ArgumentParser(prog="python -m common.data.prepare", description=__doc__)
+    parser.add_argument("dataset", choices=sorted(DATASETS), help="the dataset to prepare")
+    parser.add_argument("--raw", required=True, help="the dataset as downloaded (unpacked)")
+    parser.add_argument("--out", required=True, help="the output folder (one per task: both centres of a task go here)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="resize 2D images (bilinear) and masks (nearest) to H x W; 0 0 keeps them (default: the dataset's)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of random splits (where a dataset has them)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(message)s")
+    options = {"seed": args.seed}
+    if args.size is not None:
+        options["size"] = tuple(args.size)
+    try:
+        written = prepare(args.dataset, args.raw, args.out, **options)
+    except RawLayoutError as error:
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(written)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
