@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import difflib
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -116,14 +115,13 @@ def check_command_line(argv: Sequence[str] | None = None) -> None:
     if not argv or Path(argv[0]).parts[-3:] != ("monai", "bundle", "__main__.py"):
         return
     _summarise_errors()
-    overrides = command_line_overrides(argv[1:])
-    if "args_file" in overrides:
-        text = Path(overrides["args_file"]).read_text()
-        overrides = {**_load_mapping(text, overrides["args_file"]), **overrides}
-    if "config_file" not in overrides:
-        return
     from monai.bundle import ConfigParser
 
+    overrides = command_line_overrides(argv[1:])
+    if "args_file" in overrides:
+        overrides = {**ConfigParser.load_config_file(overrides["args_file"]), **overrides}
+    if "config_file" not in overrides:
+        return
     files = _config_files(str(overrides["config_file"]))
     parser = ConfigParser(ConfigParser.load_config_files(files))
     for key, value in overrides.items():
@@ -158,13 +156,6 @@ def _check_type(key: str, text: str, default: Any) -> None:
         if not (integer or (isinstance(default, float) and isinstance(value, float))):
             kind = "an integer" if isinstance(default, int) else "a number"
             raise ValueError(f"--{key} must be {kind} (the config has {default!r}), got {text!r}.")
-
-
-def _load_mapping(text: str, name: str) -> dict:
-    import yaml
-
-    content = json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
-    return dict(content or {})
 
 
 def _ids(config: Any, prefix: str = "") -> list[str]:

@@ -20,7 +20,7 @@ from monai.data.utils import create_file_basename
 from monai.inferers import SliceInferer
 from monai.transforms import SaveImaged
 
-from common.data.datalist import entries, load_datalist, read_error, size_problems, unreadable_reason
+from common.data.datalist import entries, load_checked, load_datalist, size_problems
 from common.data.io import LoadImageByTyped, is_plain_image, reader_for
 
 __all__ = ["input_files", "check_inputs", "output_path", "SliceOrImageInferer", "SaveLikeInputd", "translate"]
@@ -122,14 +122,9 @@ def check_inputs(
         if output in outputs:
             problems.append(f"{file} and {outputs[output]} would both be written to {output}; rename one.")
         outputs.setdefault(output, file)
-        reason = unreadable_reason(Path(file))
-        if reason:
-            problems.append(f"{file} {reason}.")
-            continue
-        try:
-            image = loader({"image": file})["image"]
-        except ValueError as error:
-            problems.append(f"{file} {read_error(Path(file), error)}.")
+        image, problem = load_checked(loader, "image", file)
+        if problem:
+            problems.append(f"{file} {problem}.")
             continue
         if image.ndim not in (3, 4):
             problems.append(f"{file} has {image.ndim - 1} spatial dimensions, expected a 2D image or a 3D volume.")

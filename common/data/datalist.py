@@ -36,8 +36,7 @@ __all__ = [
     "InputSizes",
     "entries",
     "has_references",
-    "unreadable_reason",
-    "read_error",
+    "load_checked",
     "size_problems",
 ]
 
@@ -182,14 +181,11 @@ def check_images(
         loaded = {}
         keys = [k for k in PATH_KEYS if k in entry and (k not in LABEL_KEYS or section in label_sections)]
         for key in keys:
-            unreadable = unreadable_reason(Path(entry[key]))
-            if unreadable:
-                problems.append(f"{where}.{key}: {entry[key]} {unreadable}.")
-                continue
-            try:
-                loaded[key] = loader({key: entry[key]})[key]
-            except ValueError as error:
-                problems.append(f"{where}.{key}: {entry[key]} {read_error(Path(entry[key]), error)}.")
+            image, problem = load_checked(loader, key, entry[key])
+            if problem:
+                problems.append(f"{where}.{key}: {entry[key]} {problem}.")
+            else:
+                loaded[key] = image
         for key in ("image", "reference", "target"):
             if key not in loaded:
                 continue
@@ -256,40 +252,32 @@ def check_sizes(found: InputSizes | None, network: torch.nn.Module) -> None:
         )
 
 
-def unreadable_reason(file: Path) -> str | None:
-    """Why a file cannot hold an image, where that is clear without a reader.
+def load_checked(loader: LoadImageByTyped, key: str, file: str | Path) -> tuple[Any, str | None]:
+    """One image file loaded, or what is wrong with it, for a one-line message.
 
     Args:
-        file: an image file (or a DICOM series folder).
+        loader: a loader of ``key``.
+        key: the key it loads.
+        file: the image file (or DICOM-series folder).
 
     Returns:
-        ``"is empty (0 bytes)"``, ``"is not gzip-compressed, ..."`` or ``None``.
+        ``(image, None)``, or ``(None, problem)`` with e.g. ``"is empty (0 bytes)"``, ``"is not
+        gzip-compressed, ..."``, ``"cannot be read (EOFError: ...)"``.
     """
-    if file.is_dir():
-        return None  # a DICOM series
-    if file.stat().st_size == 0:
-        return "is empty (0 bytes)"
-    if file.name.endswith(".gz"):
-        with open(file, "rb") as handle:
+    path = Path(file)
+    if path.is_file() and path.stat().st_size == 0:
+        return None, "is empty (0 bytes)"
+    if path.is_file() and path.name.endswith(".gz"):
+        with open(path, "rb") as handle:
             if handle.read(2) != b"\x1f\x8b":
-                return "is not gzip-compressed, as its name (.gz) says it is"
-    return None
-
-
-def read_error(file: Path, error: BaseException) -> str:
-    """What a reader's failure means, for a one-line message.
-
-    Args:
-        file: the file (or folder) that failed to load.
-        error: the reader's error (:class:`~common.data.io.LoadImageByTyped` chains the reader's own).
-
-    Returns:
-        e.g. ``"cannot be read (EOFError: Compressed file ended ...)"``.
-    """
-    if file.is_dir():
-        return "is a folder, read as a DICOM series, but holds no readable DICOM series"
-    cause = error.__cause__ or error
-    return f"cannot be read ({type(cause).__name__}: {' '.join(str(cause).split())[:200]})"
+                return None, "is not gzip-compressed, as its name (.gz) says it is"
+    try:
+        return loader({key: str(file)})[key], None
+    except ValueError as error:  # LoadImageByTyped chains the reader's own error
+        if path.is_dir():
+            return None, "is a folder, read as a DICOM series, but holds no readable DICOM series"
+        cause = error.__cause__ or error
+        return None, f"cannot be read ({type(cause).__name__}: {' '.join(str(cause).split())[:200]})"
 
 
 def _label_problems(where: str, label: Any, image: Any, classes: set[int]) -> list[str]:

@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from common.evaluation.report import write_json
+
 __all__ = [
     "DATASETS",
     "TASKS",
@@ -23,7 +25,6 @@ __all__ = [
     "RawLayoutError",
     "prepare",
     "register",
-    "atomic_write_text",
     "save_png",
     "read_2d",
     "missing_lines",
@@ -107,22 +108,6 @@ def register(name: str, task: str) -> Callable[[Callable[..., Part]], Callable[.
     return decorate
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` through a temporary file beside ``path``, flushed, then renamed into place.
-
-    Args:
-        path: the destination.
-        text: the content.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-
-
 def save_png(path: Path, image: Image.Image) -> None:
     """Saves an image as PNG through a temporary file and a rename.
 
@@ -149,8 +134,8 @@ def read_2d(path: Path, problems: list[str], what: str) -> Image.Image | None:
     """
     try:
         with Image.open(path) as image:
-            image.load()
-            return image.copy()
+            image.load()  # decoded: the pixels stay after the file is closed
+        return image
     except Exception as error:
         problems.append(f"{path}: cannot be read as {what} ({type(error).__name__}: {' '.join(str(error).split())}).")
         return None
@@ -242,7 +227,7 @@ def prepare(dataset: str, raw: str | Path, out: str | Path, **options: Any) -> P
     parts = spec.function(raw, out / dataset, **options)
     for part in parts if isinstance(parts, list) else [parts]:
         path = out / part.dataset / PART_FILENAME
-        atomic_write_text(path, json.dumps(asdict(part), indent=2) + "\n")
+        write_json(asdict(part), path)
         logger.info("Prepared %s: %s", part.dataset, path)
     return write_datalist(out, spec.task) or path
 
@@ -283,7 +268,7 @@ def write_datalist(out: Path, task: str) -> Path | None:
         "target": target.splits,
     }
     path = out / DATALIST_FILENAME
-    atomic_write_text(path, json.dumps(datalist, indent=2) + "\n")
+    write_json(datalist, path)
     logger.info("Wrote the %s datalist %s", task, path)
     return path
 
