@@ -50,7 +50,8 @@ class Part:
 
     Args:
         dataset: the dataset's name.
-        role: ``"source"`` or ``"target"`` in its task.
+        role: ``"source"`` or ``"target"`` in its task, or ``"either"`` (a domain of a dataset
+            that gives both directions).
         domain: the datalist's ``domains`` entry (modality, channels, intensity normalisation).
         labels: ``{"0": "background", ...}``.
         tensor_dim: 2 or 3.
@@ -83,10 +84,28 @@ class Dataset:
 
 
 DATASETS: dict[str, Dataset] = {}
-# A task's datalist: its name and the dataset of each role.
-TASKS: dict[str, dict[str, str]] = {
-    "polyp": {"name": "cvc-clinic-to-etis-larib", "source": "cvc_clinic", "target": "etis_larib"},
-    "fundus": {"name": "refuge-zeiss-to-canon", "source": "refuge_zeiss", "target": "refuge_canon"},
+# A task's datalists: for each, its file, its name and the dataset of each role. A dataset that
+# holds two domains (MM-WHS: MR and CT) gives a datalist per direction.
+TASKS: dict[str, list[dict[str, str]]] = {
+    "polyp": [
+        {"file": "datalist.json", "name": "cvc-clinic-to-etis-larib", "source": "cvc_clinic", "target": "etis_larib"}
+    ],
+    "fundus": [
+        {"file": "datalist.json", "name": "refuge-zeiss-to-canon", "source": "refuge_zeiss", "target": "refuge_canon"}
+    ],
+    "cardiac": [  # SIFA's main direction first (MR labelled, CT the target), then the reverse
+        {"file": "datalist.json", "name": "mmwhs-mr-to-ct", "source": "mmwhs_mr", "target": "mmwhs_ct"},
+        {"file": "datalist_ct_to_mr.json", "name": "mmwhs-ct-to-mr", "source": "mmwhs_ct", "target": "mmwhs_mr"},
+    ],
+    "cardiac_sifa": [
+        {"file": "datalist.json", "name": "mmwhs-sifa-mr-to-ct", "source": "mmwhs_sifa_mr", "target": "mmwhs_sifa_ct"},
+        {
+            "file": "datalist_ct_to_mr.json",
+            "name": "mmwhs-sifa-ct-to-mr",
+            "source": "mmwhs_sifa_ct",
+            "target": "mmwhs_sifa_mr",
+        },
+    ],
 }
 
 
@@ -233,44 +252,58 @@ def prepare(dataset: str, raw: str | Path, out: str | Path, **options: Any) -> P
 
 
 def write_datalist(out: Path, task: str) -> Path | None:
-    """Writes ``out/datalist.json`` from the task's parts, when all of them are there.
+    """Writes the task's datalists (``out/datalist.json``, and the reverse direction where the task
+    has one) from its parts, when all of them are there.
+
+    A target's training and validation entries lose their labels (a part that can be either role
+    keeps them on disk, for the other direction and for testing): unsupervised training never
+    sees them.
 
     Args:
         out: the task's output folder.
         task: a key of :data:`TASKS`.
 
     Returns:
-        The datalist, or ``None`` (with a log line naming the command still to run).
+        The first datalist, or ``None`` (with a log line naming the command still to run).
     """
-    roles = TASKS[task]
-    parts = {}
-    for role in ("source", "target"):
-        path = out / roles[role] / PART_FILENAME
-        if not path.is_file():
-            logger.info(
-                "%s still needs %s: python -m common.data.prepare %s --raw DIR --out %s",
-                task,
-                roles[role],
-                roles[role],
-                out,
-            )
-            return None
-        parts[role] = Part(**json.loads(path.read_text()))
-    source, target = parts["source"], parts["target"]
-    if source.labels != target.labels or source.tensor_dim != target.tensor_dim:
-        raise RawLayoutError(f"{out}: the parts of {task} disagree on labels or dimensionality.")
-    datalist = {
-        "name": roles["name"],
-        "tensor_dim": source.tensor_dim,
-        "labels": source.labels,
-        "domains": {"source": source.domain, "target": target.domain},
-        "source": source.splits,
-        "target": target.splits,
-    }
-    path = out / DATALIST_FILENAME
-    write_json(datalist, path)
-    logger.info("Wrote the %s datalist %s", task, path)
-    return path
+    written = []
+    for spec in TASKS[task]:
+        parts = {}
+        for role in ("source", "target"):
+            path = out / spec[role] / PART_FILENAME
+            if not path.is_file():
+                dataset = (
+                    spec[role] if spec[role] in DATASETS else next(d.name for d in DATASETS.values() if d.task == task)
+                )
+                logger.info(
+                    "%s still needs %s: python -m common.data.prepare %s --raw DIR --out %s",
+                    task,
+                    dataset,
+                    dataset,
+                    out,
+                )
+                return None
+            parts[role] = Part(**json.loads(path.read_text()))
+        source, target = parts["source"], parts["target"]
+        if source.labels != target.labels or source.tensor_dim != target.tensor_dim:
+            raise RawLayoutError(f"{out}: the parts of {task} disagree on labels or dimensionality.")
+        unlabelled = {
+            split: [{k: v for k, v in e.items() if k != "label"} for e in entries] if split != "test" else entries
+            for split, entries in target.splits.items()
+        }
+        datalist = {
+            "name": spec["name"],
+            "tensor_dim": source.tensor_dim,
+            "labels": source.labels,
+            "domains": {"source": source.domain, "target": target.domain},
+            "source": source.splits,
+            "target": unlabelled,
+        }
+        path = out / spec["file"]
+        write_json(datalist, path)
+        logger.info("Wrote the %s datalist %s", spec["name"], path)
+        written.append(path)
+    return written[0]
 
 
 def check_pairs(dataset: str, pairs: dict[str, tuple[Path, Path]], problems: list[str]) -> None:

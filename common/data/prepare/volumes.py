@@ -1,0 +1,129 @@
+"""What the 3D datasets' preparations share: a cheap header check of every NIfTI file before
+anything is written, volumes read oriented (RAS), resampled in-plane, label codes mapped, and
+NIfTI files written through a temporary file and a rename."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Orientation, Resize
+
+from common.data.io import LoadImageByTyped
+
+__all__ = ["header_problem", "load_oriented", "inplane_resized", "map_labels", "save_nifti"]
+
+logger = logging.getLogger(__name__)
+
+
+def header_problem(path: Path, what: str, shape_of: Path | None = None) -> str | None:
+    """Reads a NIfTI file's header only (the voxels are read when the file is converted).
+
+    Args:
+        path: the file.
+        what: what it should be, for the message.
+        shape_of: an image whose shape the file must have (a label map's image).
+
+    Returns:
+        One line naming the file and what is wrong, or ``None``.
+    """
+    if not path.is_file():
+        return f"{path}: missing ({what})."
+    try:
+        shape = nib.load(path).shape
+    except Exception as error:
+        return f"{path}: cannot be read as {what} ({type(error).__name__}: {' '.join(str(error).split())})."
+    if len(shape) != 3:
+        return f"{path}: has the shape {shape}; expected a 3D volume ({what})."
+    if shape_of is not None and shape_of.is_file():
+        try:
+            other = nib.load(shape_of).shape
+        except Exception:
+            return None  # the image's own line says so
+        if other != shape:
+            return f"{path}: its shape {shape} differs from its image's {other} ({shape_of})."
+    return None
+
+
+def load_oriented(path: Path, axcodes: str = "RAS") -> MetaTensor:
+    """A volume ``(1, H, W, D)`` read with MONAI and reoriented to ``axcodes`` (its affine with it).
+
+    Args:
+        path: a NIfTI file or a DICOM-series folder.
+        axcodes: the orientation (``"RAS"``: the array's axes run to the right, anterior and
+            superior; slices are taken along the last).
+
+    Returns:
+        The volume.
+
+    Raises:
+        ValueError: the file cannot be read (the message names it).
+    """
+    image = LoadImageByTyped("image")({"image": str(path)})["image"]
+    return Orientation(axcodes=axcodes, labels=(("L", "R"), ("P", "A"), ("I", "S")))(image)
+
+
+def inplane_resized(volume: MetaTensor, size: tuple[int, int] | None, label: bool) -> MetaTensor:
+    """``volume`` resampled to ``size`` ``(H, W)`` in-plane, its slices kept (images area-averaged
+    when shrunk, linear when enlarged; label maps nearest); ``None`` or ``(0, 0)`` keeps it.
+
+    Args:
+        volume: ``(C, H, W, D)``.
+        size: the in-plane size.
+        label: whether it is a label map.
+
+    Returns:
+        The resampled volume, its affine updated.
+    """
+    if not size or not all(size):
+        return volume
+    shrunk = volume.shape[1] >= size[0] and volume.shape[2] >= size[1]
+    mode = "nearest" if label else "area" if shrunk else "trilinear"
+    return Resize(spatial_size=(size[0], size[1], -1), mode=mode)(volume)
+
+
+def map_labels(labels: np.ndarray, codes: Mapping[int, int], path: Path) -> np.ndarray:
+    """A dataset's label codes as label values; a code not in ``codes`` becomes background, with a
+    warning naming the file and the codes.
+
+    Args:
+        labels: the label map as stored.
+        codes: ``{code: label value}`` (codes mapped to 0 need not be listed).
+        path: the file, for the warning.
+
+    Returns:
+        An 8-bit label map.
+    """
+    values = np.rint(np.asarray(labels)).astype(np.int64)
+    out = np.zeros(values.shape, np.uint8)
+    for code, value in codes.items():
+        out[values == code] = value
+    unknown = sorted(set(np.unique(values).tolist()) - set(codes) - {0})
+    if unknown:
+        logger.warning("%s: label codes %s are none of %s; written as background.", path, unknown, sorted(codes))
+    return out
+
+
+def save_nifti(path: Path, array: np.ndarray | torch.Tensor, affine: np.ndarray | torch.Tensor) -> None:
+    """Writes a NIfTI file through a temporary file and a rename (gzip without a time stamp: the
+    same array gives the same bytes).
+
+    Args:
+        path: the destination (``.nii.gz``).
+        array: the volume, ``(H, W, D)`` (or ``(1, H, W, D)``).
+        affine: its 4 x 4 affine.
+    """
+    array = np.asarray(array.detach().cpu() if isinstance(array, torch.Tensor) else array)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    affine = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, np.float64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name.removesuffix('.nii.gz')}.{os.getpid()}.tmp.nii.gz")
+    nib.save(nib.Nifti1Image(array, affine), temporary)
+    os.replace(temporary, path)
