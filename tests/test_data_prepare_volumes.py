@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from bundle_helpers import ENV, bundle_run, copy_bundle
+from PIL import Image
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 from common.data.datalist import load_datalist
@@ -271,3 +272,301 @@ def test_global_local_alignment_trains_on_the_sifa_release(tmp_path):
         root, "training", ["configs/train.yaml", "configs/quick.yaml"], "--datalist", str(out / "datalist.json")
     )
     assert "Saved the release weights" in log and not (root / "data").exists()
+
+
+# --- the abdominal task: BTCV (CT, NIfTI) and CHAOS (T2-SPIR MR, DICOM series + PNG masks) ---------
+
+
+def btcv_raw(root: Path) -> Path:
+    """BTCV's ``RawData/Training/{img,label}/{img,label}<nnnn>.nii.gz``, cases 1-10 and 21-40;
+    the 13 organ codes as stripes along the first axis (code c at indices 2c to 2c + 1)."""
+    rng = np.random.default_rng(5)
+    images, labels = root / "RawData" / "Training" / "img", root / "RawData" / "Training" / "label"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    for n in (*range(1, 11), *range(21, 41)):
+        code = np.zeros((32, 32, 3), np.uint8)
+        for organ in range(1, 14):
+            code[2 * organ : 2 * organ + 2] = organ
+        affine = np.diag([0.8, 0.8, 2.5, 1.0])
+        nib.save(
+            nib.Nifti1Image(rng.integers(-1000, 1000, (32, 32, 3)).astype(np.int16), affine),
+            images / f"img{n:04d}.nii.gz",
+        )
+        nib.save(nib.Nifti1Image(code, affine), labels / f"label{n:04d}.nii.gz")
+    return root
+
+
+def mr_slice(path: Path, pixels: np.ndarray, z: float, series: str, number: int) -> None:
+    """One axial T2-SPIR slice as a DICOM file (pixels ``(rows, columns)``; LPS: +x left, +y posterior)."""
+    pydicom = pytest.importorskip("pydicom")
+    meta = pydicom.dataset.FileMetaDataset()
+    meta.MediaStorageSOPClassUID = pydicom.uid.MRImageStorage
+    meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "MR", series, number
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelSpacing, ds.SliceThickness = [1.5, 1.5], 6.0
+    ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [-24.0, -24.0, z]
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+CHAOS_PATIENTS = (1, 2, 3, 5, 8, 10, 13, 15, 19, 20, 21, 22, 31, 32, 33, 34, 36, 37, 38, 39)
+
+
+def chaos_raw(root: Path) -> Path:
+    """CHAOS's ``Train_Sets/MR/<patient>/T2SPIR/{DICOM_anon,Ground}/IMG-<series>-<k>.{dcm,png}``:
+    three 32 x 32 slices, numbered head to feet (positions decreasing: the volume's order is the
+    reverse of the names'), slice k's pixels at least 1000 k. Masks: liver (63) rows 0-3, right
+    kidney (126) 8-11, left kidney (189) 16-19, spleen (252) 24-27 and, in slice 1 only, 28-31."""
+    pydicom = pytest.importorskip("pydicom")
+    rng = np.random.default_rng(6)
+    for patient in CHAOS_PATIENTS:
+        series, ground = root / "Train_Sets" / "MR" / str(patient) / "T2SPIR" / "DICOM_anon", None
+        ground = series.parent / "Ground"
+        series.mkdir(parents=True)
+        ground.mkdir()
+        uid = pydicom.uid.generate_uid()
+        for k in range(1, 4):
+            name = f"IMG-0004-{k:05d}"
+            mr_slice(series / f"{name}.dcm", rng.integers(0, 500, (32, 32)) + 1000 * k, 10.0 - 6.0 * k, uid, k)
+            mask = np.zeros((32, 32), np.uint8)
+            mask[0:4], mask[8:12], mask[16:20], mask[24:28] = 63, 126, 189, 252
+            if k == 1:
+                mask[28:32] = 252
+            Image.fromarray(mask).save(ground / f"{name}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def abdomen(tmp_path_factory):
+    base = tmp_path_factory.mktemp("abdomen")
+    btcv, chaos, out = btcv_raw(base / "BTCV"), chaos_raw(base / "CHAOS"), base / "abdomen"
+    assert prepare("btcv", btcv, out, size=(32, 32)) == out / "btcv" / "part.json"  # CHAOS still to come
+    assert prepare("chaos", chaos, out, size=(32, 32)) == out / "datalist.json"
+    return base, out
+
+
+def test_btcv_and_chaos_give_the_abdominal_task_with_sifas_test_cases(abdomen):
+    _, out = abdomen
+    datalist = load_datalist(out / "datalist.json", verify_images=True)
+    reverse = load_datalist(out / "datalist_mr_to_ct.json", verify_images=True)
+    assert (datalist["name"], reverse["name"]) == ("btcv-ct-to-chaos-mr", "chaos-mr-to-btcv-ct")
+    assert datalist["labels"] == {
+        "0": "background",
+        "1": "liver",
+        "2": "right_kidney",
+        "3": "left_kidney",
+        "4": "spleen",
+    }
+    assert [d["modality"] for d in datalist["domains"].values()] == ["CT", "MR (T2-SPIR)"]
+    source, target = datalist["source"], datalist["target"]
+    assert [Path(e["image"]).name for e in source["test"]] == [f"ct_{n:04d}.nii.gz" for n in (1, 9, 30, 32, 33, 39)]
+    assert [Path(e["image"]).name for e in target["test"]] == [f"mr_{n:02d}.nii.gz" for n in (1, 13, 32, 38)]
+    assert [len(source[s]) for s in ("training", "validation", "test")] == [22, 2, 6]
+    assert [len(target[s]) for s in ("training", "validation", "test")] == [14, 2, 4]
+    assert not any("label" in e for s in ("training", "validation") for e in target[s])
+    assert all("label" in e for s in reverse["source"].values() for e in s)  # CHAOS labelled in the reverse task
+
+
+def test_btcv_keeps_four_of_its_thirteen_organs(abdomen):
+    _, out = abdomen
+    labels = np.asarray(nib.load(out / "btcv" / "labels" / "ct_0001.nii.gz").dataobj)
+    codes = {organ: labels[2 * organ, 0, 0] for organ in range(1, 14)}
+    assert codes == {6: 1, 2: 2, 3: 3, 1: 4} | {o: 0 for o in (4, 5, 7, 8, 9, 10, 11, 12, 13)}
+
+
+def test_chaos_series_are_ordered_by_position_and_oriented_ras_with_their_masks(abdomen):
+    base, out = abdomen
+    volume = nib.load(out / "chaos" / "images" / "mr_01.nii.gz")
+    labels = np.asarray(nib.load(out / "chaos" / "labels" / "mr_01.nii.gz").dataobj)
+    assert nib.aff2axcodes(volume.affine) == ("R", "A", "S") and volume.shape == (32, 32, 3)
+    np.testing.assert_allclose(volume.affine[:3, :3], np.diag([1.5, 1.5, 6.0]))
+    series = base / "CHAOS" / "Train_Sets" / "MR" / "1" / "T2SPIR" / "DICOM_anon"
+    import pydicom
+
+    lowest = pydicom.dcmread(series / "IMG-0004-00003.dcm").pixel_array  # z = -8: the first RAS slice
+    # LPS rows (+y posterior) and columns (+x left) both run backwards in RAS.
+    np.testing.assert_array_equal(np.asarray(volume.dataobj)[..., 0], lowest.T[::-1, ::-1].astype(np.float32))
+    # Mask row r lands at RAS index 31 - r on the second axis: liver 28-31, kidneys 20-23 and 12-15, spleen 4-7.
+    column = labels[5, :, 1]
+    assert list(column[28:32]) == [1] * 4 and list(column[20:24]) == [2] * 4 and list(column[12:16]) == [3] * 4
+    assert list(column[4:8]) == [4] * 4 and labels.dtype == np.uint8
+    assert [int(labels[5, 0:4, s].max()) for s in range(3)] == [0, 0, 4]  # the marker follows slice IMG-...-00001
+
+
+def test_chaos_missing_masks_and_unreadable_slices_are_named(tmp_path):
+    raw = chaos_raw(tmp_path / "CHAOS")
+    patient = raw / "Train_Sets" / "MR" / "13" / "T2SPIR"
+    (patient / "Ground" / "IMG-0004-00002.png").unlink()
+    (patient / "DICOM_anon" / "IMG-0004-00003.dcm").write_bytes(b"broken")
+    (patient / "DICOM_anon" / "IMG-0004-00001.dcm").rename(patient / "DICOM_anon" / "IMG-0004-00009.dcm")
+    with pytest.raises(RawLayoutError) as error:
+        prepare("chaos", raw, tmp_path / "out")
+    lines = str(error.value).splitlines()[1:]
+    assert lines[0] == (
+        f"{patient / 'Ground' / 'IMG-0004-00002.png'}: missing (the mask of {patient / 'DICOM_anon' / 'IMG-0004-00002.dcm'})."
+    )
+    assert lines[1].startswith(f"{patient / 'DICOM_anon' / 'IMG-0004-00003.dcm'}: cannot be read as a DICOM slice")
+    assert (
+        lines[2]
+        == f"{patient / 'Ground' / 'IMG-0004-00009.png'}: missing (the mask of {patient / 'DICOM_anon' / 'IMG-0004-00009.dcm'})."
+    )
+    assert lines[3] == (
+        f"{patient / 'Ground' / 'IMG-0004-00001.png'}: has no DICOM slice "
+        f"({patient / 'DICOM_anon' / 'IMG-0004-00001.dcm'} is missing)."
+    )
+    assert len(lines) == 4 and not (tmp_path / "out").exists()
+
+
+def test_global_local_alignment_trains_on_the_prepared_abdominal_data(abdomen, tmp_path):
+    _, out = abdomen
+    root = copy_bundle(tmp_path / "gla", BUNDLES / "global_local_alignment")
+    log = bundle_run(
+        root, "training", ["configs/train.yaml", "configs/quick.yaml"], "--datalist", str(out / "datalist.json")
+    )
+    assert "Saved the release weights" in log and not (root / "data").exists()
+
+
+# --- the liver task: LiTS (CT) -> CHAOS T2-SPIR, liver only; 5 subject-wise folds ------------------
+
+
+def lits_raw(root: Path) -> Path:
+    """LiTS 2017: ``Training Batch 1/`` (0-27) and ``Training Batch 2/`` (28-130) holding
+    ``volume-<n>.nii`` and ``segmentation-<n>.nii`` (liver 1, tumour 2)."""
+    rng = np.random.default_rng(7)
+    for n in range(131):
+        folder = root / ("Training Batch 1" if n < 28 else "Training Batch 2")
+        folder.mkdir(parents=True, exist_ok=True)
+        labels = np.zeros((32, 32, 2), np.uint8)
+        labels[4:20], labels[8:12] = 1, 2  # a tumour inside the liver
+        image = rng.integers(-1000, 1000, (32, 32, 2)).astype(np.int16)
+        nib.save(nib.Nifti1Image(image, np.diag([0.7, 0.7, 1.0, 1.0])), folder / f"volume-{n}.nii")
+        nib.save(nib.Nifti1Image(labels, np.diag([0.7, 0.7, 1.0, 1.0])), folder / f"segmentation-{n}.nii")
+    return root
+
+
+@pytest.fixture(scope="module")
+def liver(tmp_path_factory):
+    base = tmp_path_factory.mktemp("liver")
+    lits, out = lits_raw(base / "LiTS"), base / "liver"
+    prepare("lits", lits, out, size=(32, 32))
+    assert prepare("chaos_liver", chaos_raw(base / "CHAOS"), out, size=(32, 32)) == out / "datalist.json"
+    return base, out
+
+
+def test_lits_and_chaos_liver_give_the_liver_task_in_subject_wise_folds(liver):
+    base, out = liver
+    datalist = load_datalist(out / "datalist.json", verify_images=True)
+    assert datalist["name"] == "lits-ct-to-chaos-mr-liver" and datalist["labels"] == {"0": "background", "1": "liver"}
+    source, target = datalist["source"], datalist["target"]
+    assert set(source) == {"training", "validation"} and set(target) == {"training", "test"}
+    assert [len(source["training"]), len(source["validation"])] in ([104, 27], [105, 26])  # 131 in 5 folds
+    assert [len(target["training"]), len(target["test"])] == [16, 4]
+    assert not any("label" in e for e in target["training"]) and all("label" in e for e in target["test"])
+    labels = np.asarray(nib.load(source["training"][0]["label"]).dataobj)
+    assert set(np.unique(labels[4:20])) == {1} and set(np.unique(labels[20:])) == {0}  # tumour merged into liver
+    mr = np.asarray(nib.load(target["test"][0]["label"]).dataobj)
+    assert set(np.unique(mr)) == {0, 1} and (mr[5, 28:32] == 1).all()  # only the liver of CHAOS's four organs
+    other = base / "fold1"
+    prepare("lits", base / "LiTS", other, size=(32, 32), fold=1)
+    held = {e["image"] for e in json.loads((other / "lits" / "part.json").read_text())["splits"]["validation"]}
+    assert not held & {e["image"] for e in json.loads((out / "lits" / "part.json").read_text())["splits"]["validation"]}
+
+
+def test_a_fold_outside_0_4_or_an_option_a_dataset_lacks_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"--fold must be 0-4, got 5"):
+        prepare("lits", tmp_path, tmp_path / "out", fold=5)
+    with pytest.raises(ValueError, match=r"--fold does not apply to btcv \(its options: size, seed\)"):
+        prepare("btcv", tmp_path, tmp_path / "out", fold=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_dadr_trains_on_the_prepared_liver_data(liver, tmp_path):
+    _, out = liver
+    root = copy_bundle(tmp_path / "dadr", BUNDLES / "dadr")
+    log = bundle_run(
+        root, "training", ["configs/train.yaml", "configs/quick.yaml"], "--datalist", str(out / "datalist.json")
+    )
+    assert "Saved the release weights" in log and not (root / "data").exists()
+
+
+# --- RegGAN's pairs: BraTS T1 -> T2 -----------------------------------------------------------------
+
+
+def brats_raw(root: Path) -> Path:
+    """BraTS 2018: ``MICCAI_BraTS_2018_Data_Training/{HGG,LGG}/<subject>/<subject>_{t1,t2,flair,seg}.nii.gz``,
+    32 x 32 x 8 volumes whose brain (non-zero) fills slices 2-5 (and a speck in slice 6)."""
+    rng = np.random.default_rng(8)
+    for grade, count in (("HGG", 4), ("LGG", 2)):
+        for k in range(count):
+            subject = f"Brats18_TCIA0{k}_{100 + k + 10 * (grade == 'LGG')}_1"
+            folder = root / "MICCAI_BraTS_2018_Data_Training" / grade / subject
+            folder.mkdir(parents=True)
+            for sequence in ("t1", "t2", "flair"):
+                volume = np.zeros((32, 32, 8), np.int16)
+                volume[4:28, 4:28, 2:6] = rng.integers(1, 800, (24, 24, 4))
+                volume[0:2, 0:2, 6] = 5  # 4 of 1024 pixels: below the 10 % kept
+                nib.save(
+                    nib.Nifti1Image(volume, np.diag([1.0, 1.0, 1.0, 1.0])), folder / f"{subject}_{sequence}.nii.gz"
+                )
+            nib.save(nib.Nifti1Image(np.zeros((32, 32, 8), np.uint8), np.eye(4)), folder / f"{subject}_seg.nii.gz")
+    return root
+
+
+def test_brats_gives_registered_pairs_of_the_brains_slices(tmp_path):
+    raw, out = brats_raw(tmp_path / "BraTS"), tmp_path / "brain"
+    assert prepare("brats", raw, out, size=(32, 32)) == out / "datalist.json"
+    datalist = load_datalist(out / "datalist.json", verify_images=True)
+    assert datalist["name"] == "brats-t1-to-t2" and set(datalist) >= {"paired", "domains"}
+    assert "source" not in datalist and [d["modality"] for d in datalist["domains"].values()] == ["T1", "T2"]
+    paired = datalist["paired"]
+    assert [len(paired[s]) for s in ("training", "validation", "test")] == [
+        3,
+        2,
+        1,
+    ]  # 6 subjects: 5 + 1, 2 of 5 validate
+    subjects = [Path(e["image"]).name for s in paired.values() for e in s]
+    assert len(set(subjects)) == 6
+    entry = paired["test"][0]
+    assert entry["reference"] == entry["target"] and Path(entry["target"]).parent.name == "t2"
+    t1 = nib.load(entry["image"])
+    raw_t1 = next(raw.rglob(Path(entry["image"]).name.replace(".nii.gz", "_t1.nii.gz")))
+    assert t1.shape == (32, 32, 4) and t1.affine[2, 3] == 2.0  # slices 2-5 kept, the origin moved with them
+    np.testing.assert_array_equal(np.asarray(t1.dataobj), np.asarray(nib.load(raw_t1).dataobj)[..., 2:6])
+
+
+def test_reggan_trains_on_the_prepared_brats_pairs(tmp_path):
+    out = tmp_path / "brain"
+    prepare("brats", brats_raw(tmp_path / "BraTS"), out, size=(32, 32))
+    root = copy_bundle(tmp_path / "reggan", BUNDLES / "reggan")
+    log = bundle_run(
+        root, "training", ["configs/train.yaml", "configs/quick.yaml"], "--datalist", str(out / "datalist.json")
+    )
+    assert "Saved the release weights" in log and not (root / "data").exists()
+
+
+def test_brats_refuses_a_missing_t2_and_a_subject_named_twice(tmp_path):
+    raw = brats_raw(tmp_path / "BraTS")
+    hgg = raw / "MICCAI_BraTS_2018_Data_Training" / "HGG"
+    (hgg / "Brats18_TCIA01_101_1" / "Brats18_TCIA01_101_1_t2.nii.gz").unlink()
+    copy = raw / "extra" / "Brats18_TCIA00_100_1"
+    copy.mkdir(parents=True)
+    for sequence in ("t1", "t2"):
+        name = f"Brats18_TCIA00_100_1_{sequence}.nii.gz"
+        (copy / name).write_bytes((hgg / "Brats18_TCIA00_100_1" / name).read_bytes())
+    with pytest.raises(RawLayoutError) as error:
+        prepare("brats", raw, tmp_path / "out")
+    assert str(error.value).splitlines()[1:] == [
+        f"{hgg / 'Brats18_TCIA01_101_1' / 'Brats18_TCIA01_101_1_t2.nii.gz'}: missing (the T2 volume of "
+        "Brats18_TCIA01_101_1).",
+        f"{copy / 'Brats18_TCIA00_100_1_t1.nii.gz'}: a second subject named Brats18_TCIA00_100_1 (the first: "
+        f"{hgg / 'Brats18_TCIA00_100_1' / 'Brats18_TCIA00_100_1_t1.nii.gz'}).",
+    ]
+    assert not (tmp_path / "out").exists()

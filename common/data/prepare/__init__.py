@@ -11,7 +11,7 @@ is written once both parts are there (e.g. ``cvc_clinic`` as the source centre a
 ``etis_larib`` as the target: the MI2GAN polyp task).
 """
 
-from common.data.prepare import mmwhs, polyp, refuge  # noqa: F401  (they register their datasets)
+from common.data.prepare import abdomen, brain, mmwhs, polyp, refuge  # noqa: F401  (they register their datasets)
 from common.data.prepare.core import DATASETS, RawLayoutError, prepare
 
 __all__ = ["prepare", "DATASETS", "RawLayoutError"]

@@ -31,14 +31,17 @@ def main(argv: list[str] | None = None) -> int:
         help="resize 2D images (bilinear) and masks (nearest) to H x W; 0 0 keeps them (default: the dataset's)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of random splits (where a dataset has them)")
+    parser.add_argument("--fold", type=int, default=None, help="lits, chaos_liver: the held-out fold, 0-4 (default 0)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(message)s")
     options = {"seed": args.seed}
     if args.size is not None:
         options["size"] = tuple(args.size)
+    if args.fold is not None:
+        options["fold"] = args.fold
     try:
         written = prepare(args.dataset, args.raw, args.out, **options)
-    except RawLayoutError as error:
+    except (RawLayoutError, ValueError) as error:
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
         return 1
     print(written)

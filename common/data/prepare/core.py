@@ -3,6 +3,7 @@ missing or unreadable file), atomic writes, a dataset's part of a task and the t
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -52,10 +53,12 @@ class Part:
         dataset: the dataset's name.
         role: ``"source"`` or ``"target"`` in its task, or ``"either"`` (a domain of a dataset
             that gives both directions).
-        domain: the datalist's ``domains`` entry (modality, channels, intensity normalisation).
+        domain: the datalist's ``domains`` entry (modality, channels, intensity normalisation);
+            for a part of registered pairs (role ``"paired"``), ``{"source": ..., "target": ...}``.
         labels: ``{"0": "background", ...}``.
         tensor_dim: 2 or 3.
-        splits: ``{split: [entries]}``, paths relative to the task's output folder.
+        splits: ``{split: [entries]}``, paths relative to the task's output folder (for pairs, the
+            datalist's ``paired`` section).
     """
 
     dataset: str
@@ -97,6 +100,14 @@ TASKS: dict[str, list[dict[str, str]]] = {
         {"file": "datalist.json", "name": "mmwhs-mr-to-ct", "source": "mmwhs_mr", "target": "mmwhs_ct"},
         {"file": "datalist_ct_to_mr.json", "name": "mmwhs-ct-to-mr", "source": "mmwhs_ct", "target": "mmwhs_mr"},
     ],
+    "abdomen": [  # SynthMix's direction first (Table 3: CT labelled, MR the target), then the reverse
+        {"file": "datalist.json", "name": "btcv-ct-to-chaos-mr", "source": "btcv", "target": "chaos"},
+        {"file": "datalist_mr_to_ct.json", "name": "chaos-mr-to-btcv-ct", "source": "chaos", "target": "btcv"},
+    ],
+    "liver": [  # DADR's direction: LiTS CT labelled, MR the target (CHAOS T2-SPIR: DADR's MR is not public)
+        {"file": "datalist.json", "name": "lits-ct-to-chaos-mr-liver", "source": "lits", "target": "chaos_liver"}
+    ],
+    "brain": [{"file": "datalist.json", "name": "brats-t1-to-t2", "paired": "brats"}],  # RegGAN's pairs
     "cardiac_sifa": [
         {"file": "datalist.json", "name": "mmwhs-sifa-mr-to-ct", "source": "mmwhs_sifa_mr", "target": "mmwhs_sifa_ct"},
         {
@@ -237,10 +248,15 @@ def prepare(dataset: str, raw: str | Path, out: str | Path, **options: Any) -> P
         RawLayoutError: the raw folder is not the dataset's layout (one line per missing or
             unreadable file); nothing is written.
         KeyError: an unknown dataset.
+        ValueError: an option the dataset does not have, or a bad value.
     """
     if dataset not in DATASETS:
         raise KeyError(f"Unknown dataset {dataset!r}; expected one of {', '.join(sorted(DATASETS))}.")
     spec, raw, out = DATASETS[dataset], Path(raw), Path(out)
+    accepted = inspect.signature(spec.function).parameters
+    for name in options:
+        if name not in accepted:
+            raise ValueError(f"--{name} does not apply to {dataset} (its options: {', '.join(list(accepted)[2:])}).")
     if not raw.is_dir():
         raise RawLayoutError(f"{raw}: not a folder; expected the {dataset} download, unpacked.")
     parts = spec.function(raw, out / dataset, **options)
@@ -268,6 +284,18 @@ def write_datalist(out: Path, task: str) -> Path | None:
     """
     written = []
     for spec in TASKS[task]:
+        if "paired" in spec:  # one part holding both domains' registered pairs
+            part = Part(**json.loads((out / spec["paired"] / PART_FILENAME).read_text()))
+            datalist = {
+                "name": spec["name"],
+                "tensor_dim": part.tensor_dim,
+                "labels": part.labels,
+                "domains": part.domain,
+                "paired": part.splits,
+            }
+            write_json(datalist, out / spec["file"])
+            written.append(out / spec["file"])
+            continue
         parts = {}
         for role in ("source", "target"):
             path = out / spec[role] / PART_FILENAME

@@ -41,7 +41,14 @@ from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 from tqdm import tqdm
 
 from common.data.prepare.core import Part, raise_problems, register
-from common.data.prepare.volumes import header_problem, inplane_resized, load_oriented, map_labels, save_nifti
+from common.data.prepare.volumes import (
+    header_problem,
+    inplane_resized,
+    load_oriented,
+    map_labels,
+    save_nifti,
+    validation_cases,
+)
 
 __all__ = ["mmwhs", "mmwhs_sifa", "read_tfrecords", "parse_example"]
 
@@ -50,7 +57,6 @@ RAW_CODES = {820: 1, 420: 2, 500: 3, 205: 4}  # MM-WHS: AA, LAC, LVC, MYO (550 R
 SIFA_CODES = {4: 1, 2: 2, 3: 3, 1: 4}  # SIFA's contour map: 1 MYO, 2 LAC, 3 LVC, 4 AA
 SUBJECTS = tuple(range(1001, 1021))
 TEST_CASES = {"ct": (1003, 1008, 1014, 1019), "mr": (1007, 1009, 1018, 1019)}  # SIFA's test volumes
-VALIDATION_VOLUMES = 2  # of the 16 others (the paper trains on 16; its code validates on held-out slices)
 DEFAULT_SIZE = (256, 256)  # SIFA's slice size
 RAW_INTENSITY = {"ct": {"range": [-400.0, 500.0]}, "mr": {"percentiles": [0.5, 99.5]}}
 SIFA_INTENSITY = {"ct": {"range": [-2.8, 3.2]}, "mr": {"range": [-1.8, 4.4]}}  # SIFA's evaluate.py constants
@@ -100,7 +106,7 @@ def mmwhs(raw: Path, folder: Path, size: tuple[int, int] | None = DEFAULT_SIZE, 
             ]
             files[modality, n] = (image, label)
     raise_problems(raw, "mmwhs", problems)
-    rng, parts = np.random.default_rng(seed), []
+    parts = []
     for modality, name in MODALITIES.items():
         out, entries = folder.parent / f"mmwhs_{modality}", {}
         for n in tqdm(SUBJECTS, desc=f"writing mmwhs {name}", unit="volume"):
@@ -109,7 +115,7 @@ def mmwhs(raw: Path, folder: Path, size: tuple[int, int] | None = DEFAULT_SIZE, 
             except ValueError as error:
                 problems.append(" ".join(str(error).split()))
         others = [n for n in SUBJECTS if n not in TEST_CASES[modality]]
-        validation = sorted(int(n) for n in rng.choice(others, VALIDATION_VOLUMES, replace=False))
+        validation = validation_cases(others, seed + (modality == "mr"))
         splits = {
             "training": [entries.get(n) for n in others if n not in validation],
             "validation": [entries.get(n) for n in validation],

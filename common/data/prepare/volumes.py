@@ -17,9 +17,32 @@ from monai.transforms import Orientation, Resize
 
 from common.data.io import LoadImageByTyped
 
-__all__ = ["header_problem", "load_oriented", "inplane_resized", "map_labels", "save_nifti"]
+__all__ = [
+    "header_problem",
+    "load_oriented",
+    "oriented",
+    "VALIDATION_VOLUMES",
+    "validation_cases",
+    "inplane_resized",
+    "map_labels",
+    "save_nifti",
+]
 
 logger = logging.getLogger(__name__)
+VALIDATION_VOLUMES = 2  # labelled volumes held out of a source's training cases (the papers train on all)
+
+
+def validation_cases(cases: list[int], seed: int) -> list[int]:
+    """The :data:`VALIDATION_VOLUMES` cases of ``cases`` held out for validation (random with ``seed``).
+
+    Args:
+        cases: the cases that are not test cases.
+        seed: the seed.
+
+    Returns:
+        The held-out cases, sorted.
+    """
+    return sorted(int(n) for n in np.random.default_rng(seed).choice(cases, VALIDATION_VOLUMES, replace=False))
 
 
 def header_problem(path: Path, what: str, shape_of: Path | None = None) -> str | None:
@@ -65,8 +88,20 @@ def load_oriented(path: Path, axcodes: str = "RAS") -> MetaTensor:
     Raises:
         ValueError: the file cannot be read (the message names it).
     """
-    image = LoadImageByTyped("image")({"image": str(path)})["image"]
-    return Orientation(axcodes=axcodes, labels=(("L", "R"), ("P", "A"), ("I", "S")))(image)
+    return oriented(LoadImageByTyped("image")({"image": str(path)})["image"], axcodes)
+
+
+def oriented(volume: MetaTensor, axcodes: str = "RAS") -> MetaTensor:
+    """``volume`` ``(C, H, W, D)`` reoriented to ``axcodes`` by its affine (world coordinates RAS).
+
+    Args:
+        volume: the volume.
+        axcodes: the orientation.
+
+    Returns:
+        The reoriented volume.
+    """
+    return Orientation(axcodes=axcodes, labels=(("L", "R"), ("P", "A"), ("I", "S")))(volume)
 
 
 def inplane_resized(volume: MetaTensor, size: tuple[int, int] | None, label: bool) -> MetaTensor:
