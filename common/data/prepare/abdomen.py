@@ -34,13 +34,12 @@ from tqdm import tqdm
 
 from common.data.prepare.core import Part, raise_problems, register
 from common.data.prepare.volumes import (
-    header_problem,
     inplane_resized,
-    load_oriented,
-    map_labels,
     oriented,
+    pair_problems,
     save_nifti,
     validation_cases,
+    write_labelled_volumes,
 )
 
 __all__ = ["btcv", "chaos", "chaos_liver", "chaos_labels", "dicom_series", "lits"]
@@ -81,13 +80,6 @@ def _splits(entries: dict[int, dict], cases: tuple[int, ...], test: tuple[int, .
     }
 
 
-def _save(out: Path, name: str, volume: MetaTensor, labels: np.ndarray | torch.Tensor, affine) -> dict:
-    """Writes a volume and its label map under ``out``; the entry."""
-    save_nifti(out / "images" / f"{name}.nii.gz", volume.float(), volume.affine)
-    save_nifti(out / "labels" / f"{name}.nii.gz", labels, affine)
-    return {"image": f"{out.name}/images/{name}.nii.gz", "label": f"{out.name}/labels/{name}.nii.gz"}
-
-
 @register("btcv", task="abdomen")
 def btcv(raw: Path, folder: Path, size: tuple[int, int] | None = DEFAULT_SIZE, seed: int = 0) -> Part:
     """BTCV's 30 labelled CT volumes as the abdominal task's CT part.
@@ -110,24 +102,9 @@ def btcv(raw: Path, folder: Path, size: tuple[int, int] | None = DEFAULT_SIZE, s
     raise_problems(raw, "btcv", problems)
     files = {n: (base / f"img{n:04d}.nii.gz", base.parent / "label" / f"label{n:04d}.nii.gz") for n in BTCV_CASES}
     for n, (image, label) in files.items():
-        problems += [
-            line
-            for line in (
-                header_problem(image, f"the CT volume {n}"),
-                header_problem(label, f"the labels of {image.name}", shape_of=image),
-            )
-            if line
-        ]
+        problems += pair_problems(image, f"the CT volume {n}", label)
     raise_problems(raw, "btcv", problems)
-    entries = {}
-    for n, (image, label) in tqdm(files.items(), desc="writing btcv", unit="volume"):
-        try:
-            volume = inplane_resized(load_oriented(image), size, label=False)
-            labels = inplane_resized(load_oriented(label), size, label=True)
-        except ValueError as error:
-            problems.append(" ".join(str(error).split()))
-            continue
-        entries[n] = _save(folder, f"ct_{n:04d}", volume, map_labels(labels[0], BTCV_CODES, label), labels.affine)
+    entries = write_labelled_volumes(files, folder, "ct_{:04d}", size, BTCV_CODES, problems)
     raise_problems(raw, "btcv", problems)
     return Part("btcv", "either", CT_DOMAIN, LABELS, 3, _splits(entries, BTCV_CASES, BTCV_TEST, seed))
 
@@ -239,7 +216,12 @@ def _chaos_volumes(
         masks = np.stack([to_labels(np.asarray(Image.open(pairs[i][1]).convert("L")).T) for i in order], -1)
         volume = inplane_resized(oriented(MetaTensor(array[None], affine=torch.as_tensor(affine))), size, False)
         labels = inplane_resized(oriented(MetaTensor(masks[None], affine=torch.as_tensor(affine))), size, True)
-        entries[n] = _save(folder, f"mr_{n:02d}", volume, labels[0].to(torch.uint8), labels.affine)
+        save_nifti(folder / "images" / f"mr_{n:02d}.nii.gz", volume.float(), volume.affine)
+        save_nifti(folder / "labels" / f"mr_{n:02d}.nii.gz", labels[0].to(torch.uint8), labels.affine)
+        entries[n] = {
+            "image": f"{folder.name}/images/mr_{n:02d}.nii.gz",
+            "label": f"{folder.name}/labels/mr_{n:02d}.nii.gz",
+        }
     return entries
 
 
@@ -302,25 +284,10 @@ def lits(raw: Path, folder: Path, size: tuple[int, int] | None = DEFAULT_SIZE, s
     for n in LITS_CASES:
         image = found.get(n, raw / f"volume-{n}.nii")
         label = image.with_name(image.name.replace("volume-", "segmentation-"))
-        problems += [
-            line
-            for line in (
-                header_problem(image, f"the CT volume {n}"),
-                header_problem(label, f"the labels of {image.name}", shape_of=image),
-            )
-            if line
-        ]
+        problems += pair_problems(image, f"the CT volume {n}", label)
         files[n] = (image, label)
     raise_problems(raw, "lits", problems)
-    entries = {}
-    for n, (image, label) in tqdm(files.items(), desc="writing lits", unit="volume"):
-        try:
-            volume = inplane_resized(load_oriented(image), size, label=False)
-            labels = inplane_resized(load_oriented(label), size, label=True)
-        except ValueError as error:
-            problems.append(" ".join(str(error).split()))
-            continue
-        entries[n] = _save(folder, f"ct_{n:03d}", volume, map_labels(labels[0], LITS_CODES, label), labels.affine)
+    entries = write_labelled_volumes(files, folder, "ct_{:03d}", size, LITS_CODES, problems)
     raise_problems(raw, "lits", problems)
     return Part("lits", "source", CT_DOMAIN, LIVER_LABELS, 3, _fold_splits(entries, fold, seed, "validation"))
 

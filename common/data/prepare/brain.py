@@ -26,7 +26,7 @@ from monai.transforms import SpatialCrop
 from tqdm import tqdm
 
 from common.data.prepare.core import Part, raise_problems, register
-from common.data.prepare.volumes import header_problem, inplane_resized, load_oriented, save_nifti, validation_cases
+from common.data.prepare.volumes import inplane_resized, load_oriented, pair_problems, save_nifti, validation_cases
 
 __all__ = ["brats", "brain_slices"]
 
@@ -77,14 +77,7 @@ def brats(raw: Path, folder: Path, size: tuple[int, int] | None = DEFAULT_SIZE, 
         if subject in pairs:
             problems.append(f"{t1}: a second subject named {subject} (the first: {pairs[subject][0]}).")
             continue
-        problems += [
-            line
-            for line in (
-                header_problem(t1, f"the T1 volume of {subject}"),
-                header_problem(t2, f"the T2 volume of {subject}", shape_of=t1),
-            )
-            if line
-        ]
+        problems += pair_problems(t1, f"the T1 volume of {subject}", t2, f"the T2 volume of {subject}")
         pairs[subject] = (t1, t2)
     if not pairs:
         problems.append(f"{raw}: holds no <subject>/<subject>_t1.nii.gz (BraTS's layout).")

@@ -41,14 +41,7 @@ from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 from tqdm import tqdm
 
 from common.data.prepare.core import Part, raise_problems, register
-from common.data.prepare.volumes import (
-    header_problem,
-    inplane_resized,
-    load_oriented,
-    map_labels,
-    save_nifti,
-    validation_cases,
-)
+from common.data.prepare.volumes import map_labels, pair_problems, save_nifti, validation_cases, write_labelled_volumes
 
 __all__ = ["mmwhs", "mmwhs_sifa", "read_tfrecords", "parse_example"]
 
@@ -62,15 +55,6 @@ RAW_INTENSITY = {"ct": {"range": [-400.0, 500.0]}, "mr": {"percentiles": [0.5, 9
 SIFA_INTENSITY = {"ct": {"range": [-2.8, 3.2]}, "mr": {"range": [-1.8, 4.4]}}  # SIFA's evaluate.py constants
 MODALITIES = {"ct": "CT", "mr": "MR"}
 SLICES_PER_FILE = 512
-
-
-def _raw_volume(image: Path, label: Path, folder: Path, name: str, size: tuple[int, int] | None) -> dict:
-    """One raw MM-WHS volume and its labels, oriented, resampled and written; the entry."""
-    volume = inplane_resized(load_oriented(image), size, label=False)
-    labels = inplane_resized(load_oriented(label), size, label=True)
-    save_nifti(folder / "images" / f"{name}.nii.gz", volume.float(), volume.affine)
-    save_nifti(folder / "labels" / f"{name}.nii.gz", map_labels(labels[0], RAW_CODES, label), labels.affine)
-    return {"image": f"{folder.name}/images/{name}.nii.gz", "label": f"{folder.name}/labels/{name}.nii.gz"}
 
 
 @register("mmwhs", task="cardiac")
@@ -96,24 +80,15 @@ def mmwhs(raw: Path, folder: Path, size: tuple[int, int] | None = DEFAULT_SIZE, 
         for n in SUBJECTS:
             image = raw / f"{modality}_train" / f"{modality}_train_{n}_image.nii.gz"
             label = image.with_name(f"{modality}_train_{n}_label.nii.gz")
-            problems += [
-                line
-                for line in (
-                    header_problem(image, f"the {name} volume {n}"),
-                    header_problem(label, f"the labels of {image.name}", shape_of=image),
-                )
-                if line
-            ]
+            problems += pair_problems(image, f"the {name} volume {n}", label)
             files[modality, n] = (image, label)
     raise_problems(raw, "mmwhs", problems)
     parts = []
     for modality, name in MODALITIES.items():
-        out, entries = folder.parent / f"mmwhs_{modality}", {}
-        for n in tqdm(SUBJECTS, desc=f"writing mmwhs {name}", unit="volume"):
-            try:
-                entries[n] = _raw_volume(*files[modality, n], out, f"{modality}_{n}", size)
-            except ValueError as error:
-                problems.append(" ".join(str(error).split()))
+        cases = {n: files[modality, n] for n in SUBJECTS}
+        entries = write_labelled_volumes(
+            cases, folder.parent / f"mmwhs_{modality}", f"{modality}_{{}}", size, RAW_CODES, problems
+        )
         others = [n for n in SUBJECTS if n not in TEST_CASES[modality]]
         validation = validation_cases(others, seed + (modality == "mr"))
         splits = {
@@ -296,14 +271,7 @@ def mmwhs_sifa(raw: Path, folder: Path, size: tuple[int, int] | None = None, see
             n = int(re.fullmatch(rf"image_{modality}_(\d+)\.nii\.gz", image.name)[1])
             label = image.with_name(f"gth_{modality}_{n}.nii.gz")
             tests[modality][n] = (image, label)
-            problems += [
-                line
-                for line in (
-                    header_problem(image, f"the {MODALITIES[modality]} test volume {n}"),
-                    header_problem(label, f"the labels of {image.name}", shape_of=image),
-                )
-                if line
-            ]
+            problems += pair_problems(image, f"the {MODALITIES[modality]} test volume {n}", label)
         expected = TEST_CASES["ct"] if modality == "ct" else sorted(tests[modality])[:1] or ["<n>"]
         problems += [
             f"{raw}/**/image_{modality}_{n}.nii.gz: missing (a {MODALITIES[modality]} test volume)."

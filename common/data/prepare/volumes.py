@@ -14,11 +14,14 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Orientation, Resize
+from tqdm import tqdm
 
 from common.data.io import LoadImageByTyped
 
 __all__ = [
     "header_problem",
+    "pair_problems",
+    "write_labelled_volumes",
     "load_oriented",
     "oriented",
     "VALIDATION_VOLUMES",
@@ -72,6 +75,63 @@ def header_problem(path: Path, what: str, shape_of: Path | None = None) -> str |
         if other != shape:
             return f"{path}: its shape {shape} differs from its image's {other} ({shape_of})."
     return None
+
+
+def pair_problems(image: Path, what: str, second: Path, second_what: str | None = None) -> list[str]:
+    """:func:`header_problem` of a volume and of a second file of the same shape (its labels, or a
+    registered second sequence).
+
+    Args:
+        image: the volume.
+        what: what it is, for the message.
+        second: the second file.
+        second_what: what that is (default: the labels of ``image``).
+
+    Returns:
+        The lines (none when both are good).
+    """
+    lines = (
+        header_problem(image, what),
+        header_problem(second, second_what or f"the labels of {image.name}", shape_of=image),
+    )
+    return [line for line in lines if line]
+
+
+def write_labelled_volumes(
+    files: Mapping[int, tuple[Path, Path]],
+    folder: Path,
+    name: str,
+    size: tuple[int, int] | None,
+    codes: Mapping[int, int],
+    problems: list[str],
+) -> dict[int, dict]:
+    """Writes each (volume, label map) of NIfTI files oriented RAS, resampled in-plane, the label
+    codes mapped, as ``folder/{images,labels}/<name>.nii.gz``.
+
+    Args:
+        files: ``{case: (volume, label map)}``, checked by :func:`pair_problems`.
+        folder: the part's output folder.
+        name: the file name of a case, a format of its number (e.g. ``"ct_{:04d}"``).
+        size: the in-plane size ``(H, W)``.
+        codes: the label codes (:func:`map_labels`).
+        problems: where a volume whose voxels cannot be read is added (one line naming it).
+
+    Returns:
+        ``{case: {"image": ..., "label": ...}}``, paths relative to ``folder``'s parent.
+    """
+    entries = {}
+    for case, (image, label) in tqdm(files.items(), desc=f"writing {folder.name}", unit="volume"):
+        try:
+            volume = inplane_resized(load_oriented(image), size, label=False)
+            labels = inplane_resized(load_oriented(label), size, label=True)
+        except ValueError as error:
+            problems.append(" ".join(str(error).split()))
+            continue
+        stem = name.format(case)
+        save_nifti(folder / "images" / f"{stem}.nii.gz", volume.float(), volume.affine)
+        save_nifti(folder / "labels" / f"{stem}.nii.gz", map_labels(labels[0], codes, label), labels.affine)
+        entries[case] = {"image": f"{folder.name}/images/{stem}.nii.gz", "label": f"{folder.name}/labels/{stem}.nii.gz"}
+    return entries
 
 
 def load_oriented(path: Path, axcodes: str = "RAS") -> MetaTensor:
