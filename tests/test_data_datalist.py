@@ -64,6 +64,8 @@ def edit(datalist, change):
             r"source.training\[1\].label: file not found: .*missing.nii.gz",
         ),
         (lambda d: d["target"]["test"][0].update(image="source"), None),  # a folder: taken as a DICOM series
+        (lambda d: d.update(regions={"liver_and_more": [1, 9]}), r"`regions` must map the names .* got \{'liver_and"),
+        (lambda d: d.update(regions={"nothing": []}), r"`regions` must map the names of the scored structures"),
     ],
 )
 def test_layout_errors(dataset, change, pattern):

@@ -204,6 +204,7 @@ def test_refuge_gives_the_fundus_task_with_its_label_coding(tmp_path):
     datalist = load_datalist(out / "datalist.json", verify_images=True)
     assert datalist["name"] == "refuge-zeiss-to-canon"
     assert datalist["labels"] == {"0": "background", "1": "optic_disc", "2": "optic_cup"}
+    assert datalist["regions"] == {"optic_disc": [1, 2], "optic_cup": [2]}  # the paper's disc contains the cup
     assert [d["modality"] for d in datalist["domains"].values()] == ["fundus, Zeiss Visucam 500", "fundus, Canon CR-2"]
     source, target = datalist["source"], datalist["target"]
     # 80:20 within each grade: both glaucoma images and 6 of 8 others train, 2 others validate.
@@ -230,13 +231,16 @@ def test_refuge_gives_the_fundus_task_with_its_label_coding(tmp_path):
     assert not (tmp_path / "broken").exists()
 
 
-def test_mi2gan_trains_on_the_prepared_fundus_data(tmp_path):
+def test_mi2gan_trains_on_the_prepared_fundus_data_and_scores_disc_and_cup(tmp_path):
     out = tmp_path / "fundus"
     prepare("refuge", refuge_raw(tmp_path / "REFUGE"), out, size=(32, 32))
     root = copy_bundle(tmp_path / "mi2gan", BUNDLES / "mi2gan")
-    log = bundle_run(
-        root, "training", ["configs/train.yaml", "configs/quick.yaml"], "--datalist", str(out / "datalist.json")
-    )
+    configs = ["configs/train.yaml", "configs/quick.yaml"]
+    log = bundle_run(root, "training", configs, "--datalist", str(out / "datalist.json"))
     assert "Saved the release weights" in log
     settings = json.loads((root / "models" / "model_settings.json").read_text())
     assert settings["settings"]["num_classes"] == 3  # background, optic disc, optic cup
+    bundle_run(root, "evaluating", [*configs, "configs/evaluate.yaml"], "--datalist", str(out / "datalist.json"))
+    metrics = json.loads((root / "eval" / "metrics.json").read_text())
+    assert metrics["classes"] == ["optic_disc", "optic_cup"] and len(metrics["per_volume"]) == 3
+    assert {"dice_optic_disc", "assd_optic_cup"} <= set(metrics["per_volume"][0])

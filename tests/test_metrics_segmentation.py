@@ -253,6 +253,21 @@ def test_evaluate_segmentation_per_class_and_mean():
     assert 0 < result["mean"]["dice"] < 1
 
 
+def test_evaluate_segmentation_scores_regions_made_of_several_classes():
+    """REFUGE's coding: 1 the disc outside the cup, 2 the cup; the optic disc is 1 and 2 together."""
+    pred, gt = label_volume(0) % 3, label_volume(10) % 3
+    classes = {"0": "background", "1": "disc_rim", "2": "cup"}
+    result = evaluate_segmentation(pred, gt, classes, None, regions={"optic_disc": [1, 2], "optic_cup": [2]})
+    assert list(result["per_class"]) == ["optic_disc", "optic_cup"]
+    disc_p, disc_g = pred > 0, gt > 0
+    assert result["per_class"]["optic_disc"] == pytest.approx(
+        {"dice": dice_score(disc_p, disc_g), "assd": assd(disc_p, disc_g), "hd95": hd95(disc_p, disc_g)}
+    )
+    assert result["per_class"]["optic_cup"]["dice"] == pytest.approx(dice_score(pred == 2, gt == 2))
+    by_class = evaluate_segmentation(pred, gt, classes, None)["per_class"]
+    assert result["per_class"]["optic_disc"]["dice"] not in (by_class["disc_rim"]["dice"], by_class["cup"]["dice"])
+
+
 def test_evaluate_segmentation_missing_class_and_sequence_of_classes():
     gt = label_volume(0)
     pred = np.where(gt == 2, 0, gt)  # the kidney is missed entirely

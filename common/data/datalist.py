@@ -354,6 +354,15 @@ def _check_header(datalist: object, path: Path) -> None:
     domains = datalist.get("domains")
     if not isinstance(domains, dict) or not {"source", "target"} <= set(domains):
         raise DatalistError(f"{path}: `domains` must describe 'source' and 'target'.")
+    regions = datalist.get("regions", {})
+    foreground = {int(key) for key in labels} - {0}
+    if not isinstance(regions, dict) or not all(
+        isinstance(v, list) and v and all(isinstance(x, int) and x in foreground for x in v) for v in regions.values()
+    ):
+        raise DatalistError(
+            f"{path}: `regions` must map the names of the scored structures to lists of foreground label values "
+            f'(of {sorted(foreground)}), e.g. {{"optic_disc": [1, 2]}}; got {regions!r}.'
+        )
 
 
 def _resolve(root: Path, value: object, where: str) -> str:

@@ -40,9 +40,10 @@ def _scores(
     classes: Mapping[str, str],
     spacing: tuple[float, ...] | None,
     prefix: str = "",
+    regions: Mapping[str, list[int]] | None = None,
 ) -> dict[str, float]:
-    """One volume's flat row: the class means and every class's Dice, ASSD and HD95."""
-    result = evaluate_segmentation(prediction, label, classes, spacing)
+    """One volume's flat row: the class (or region) means and every class's Dice, ASSD and HD95."""
+    result = evaluate_segmentation(prediction, label, classes, spacing, regions=regions)
     row = {f"{prefix}{metric}": result["mean"][metric] for metric in SEGMENTATION_METRICS}
     for name, scores in result["per_class"].items():
         row.update({f"{prefix}{metric}_{name}": scores[metric] for metric in SEGMENTATION_METRICS})
@@ -69,7 +70,8 @@ def evaluate_segmenter(
     """Segments every labelled volume of a split and scores it per volume and per class.
 
     2D networks segment volumes slice by slice; the slices are stacked back into the volume,
-    which is scored as a whole (Dice over the volume; ASSD and HD95 in mm from the volume's
+    which is scored as a whole, per class or per region where the datalist's ``regions`` names
+    structures made of several classes (Dice over the volume; ASSD and HD95 in mm from the volume's
     voxel spacing, in pixels for 2D images without a physical spacing). Empty masks follow
     :func:`~common.metrics.evaluate_segmentation`: a missed or invented structure gives ASSD and
     HD95 ``inf``, which stays visible in the means. Every baseline (e.g. ``no_adaptation``: the
@@ -116,13 +118,13 @@ def evaluate_segmenter(
         row, predictions = {"volume": Path(entry["image"]).name}, {}
         for name, prefix, model in models:
             predictions[name] = translate(model, image.to(device))[0].cpu().numpy().round().astype(np.int64)
-            row.update(_scores(predictions[name], label, classes, spacing, prefix))
+            row.update(_scores(predictions[name], label, classes, spacing, prefix, datalist.get("regions")))
         rows.append(row)
         if len(shown) < examples:
             shown.append((row, image, predictions, label))
     unit = "mm" if datalist["tensor_dim"] == 3 else "pixels"
     result = {
-        "classes": list(classes.values()),
+        "classes": list(datalist.get("regions") or classes.values()),
         "baselines": list(baselines or {}),
         "distance_unit": unit,
         **summarise(rows),

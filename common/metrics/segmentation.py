@@ -115,6 +115,7 @@ def evaluate_segmentation(
     classes: Mapping[int | str, str] | Sequence[int],
     spacing: Spacing = None,
     pooled: bool = False,
+    regions: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, dict]:
     """Per-class Dice, ASSD and HD95 of one 2D image or 3D volume of integer labels.
 
@@ -126,10 +127,13 @@ def evaluate_segmentation(
             skipped) or a sequence of label values (named by their value).
         spacing: voxel spacing (distances in mm) or ``None`` (distances in voxels).
         pooled: the ASSD/HD95 variant, see :func:`assd` and :func:`hd95`.
+        regions: the scored structures, when they are not the classes one by one: each a union
+            of label values (nested structures coded as disjoint classes, e.g. REFUGE's optic
+            disc, which contains the cup: ``{"optic_disc": [1, 2], "optic_cup": [2]}``).
 
     Returns:
         ``{"per_class": {name: {"dice", "assd", "hd95"}}, "mean": {"dice", "assd", "hd95"}}``,
-        the mean taken over the foreground classes (``inf`` when any class's distance is).
+        the mean taken over the foreground classes (or the regions; ``inf`` when any distance is).
 
     Raises:
         ValueError: label maps of different shapes, not 2D/3D, non-integer labels, label
@@ -149,8 +153,9 @@ def evaluate_segmentation(
             )
     voxel_spacing = check_spacing(spacing, pred.ndim)
     per_class: dict[str, dict[str, float]] = {}
-    for value, name in named.items():
-        p, g = pred == value, gt == value
+    scored = {name: list(values) for name, values in regions.items()} if regions else {n: [v] for v, n in named.items()}
+    for name, values in scored.items():
+        p, g = np.isin(pred, values), np.isin(gt, values)
         distances = _surface_distances(p, g, voxel_spacing)
         per_class[name] = {"dice": dice_score(p, g), "assd": _assd(distances, pooled), "hd95": _hd95(distances, pooled)}
     mean = {key: float(np.mean([scores[key] for scores in per_class.values()])) for key in ("dice", "assd", "hd95")}

@@ -59,6 +59,7 @@ class Part:
         tensor_dim: 2 or 3.
         splits: ``{split: [entries]}``, paths relative to the task's output folder (for pairs, the
             datalist's ``paired`` section).
+        regions: the datalist's ``regions`` (structures scored as unions of classes), if any.
     """
 
     dataset: str
@@ -67,6 +68,7 @@ class Part:
     labels: dict
     tensor_dim: int
     splits: dict = field(default_factory=dict)
+    regions: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -327,6 +329,8 @@ def write_datalist(out: Path, task: str) -> Path | None:
             "source": source.splits,
             "target": unlabelled,
         }
+        if source.regions:
+            datalist["regions"] = source.regions
         path = out / spec["file"]
         write_json(datalist, path)
         logger.info("Wrote the %s datalist %s", spec["name"], path)

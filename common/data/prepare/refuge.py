@@ -9,10 +9,11 @@ with ``Annotation-Training400/Disc_Cup_Masks/{Glaucoma,Non-Glaucoma}/*.bmp``, an
 
 Masks code the optic cup 0, the rest of the optic disc 128 and the background 255; they become
 label maps 0 (background), 1 (optic disc outside the cup) and 2 (optic cup): the paper's optic
-disc is classes 1 and 2 together. The 80:20 split is random (``seed``), stratified by the
-Glaucoma / Non-Glaucoma folders. Images are resized whole to ``size`` (default 512 x 512; the
-paper is silent): cropping around the disc would need its position, which the target's labels
-give but unsupervised training must not read.
+disc is classes 1 and 2 together, which the datalist's ``regions`` tells the evaluation
+(``{"optic_disc": [1, 2], "optic_cup": [2]}``: Dice, ASSD and HD95 of the disc and the cup).
+The 80:20 split is random (``seed``), stratified by the Glaucoma / Non-Glaucoma folders. Images
+are resized whole to ``size`` (default 512 x 512; the paper is silent): cropping around the disc
+would need its position, which the target's labels give but unsupervised training must not read.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from common.data.prepare.core import Part, check_pairs, missing_lines, raise_pro
 __all__ = ["refuge", "refuge_labels"]
 
 LABELS = {"0": "background", "1": "optic_disc", "2": "optic_cup"}
+REGIONS = {"optic_disc": [1, 2], "optic_cup": [2]}  # the paper's optic disc contains the cup
 INTENSITY = {"range": [0.0, 255.0]}  # 8-bit RGB
 DEFAULT_SIZE = (512, 512)
 TRAINING_FRACTION = 0.8  # the paper's 80:20
@@ -102,7 +104,7 @@ def refuge(raw: Path, folder: Path, size: tuple[int, int] | None = DEFAULT_SIZE,
     zeiss_domain = {"modality": "fundus, Zeiss Visucam 500", "channels": 3, "intensity": INTENSITY}
     canon_domain = {"modality": "fundus, Canon CR-2", "channels": 3, "intensity": INTENSITY}
     return [
-        Part("refuge_zeiss", "source", zeiss_domain, LABELS, 2, splits),
+        Part("refuge_zeiss", "source", zeiss_domain, LABELS, 2, splits, REGIONS),
         Part(
             "refuge_canon",
             "target",
@@ -110,5 +112,6 @@ def refuge(raw: Path, folder: Path, size: tuple[int, int] | None = DEFAULT_SIZE,
             LABELS,
             2,
             {"training": [{"image": target[n]["image"]} for n in names], "test": [target[n] for n in names]},
+            REGIONS,
         ),
     ]
