@@ -111,6 +111,21 @@ def test_mmwhs_volumes_are_ras_resampled_and_their_codes_mapped(cardiac):
     assert mr_labels.shape == (32, 32, 3) and set(np.unique(mr_labels)) == {0, 1, 2, 3, 4}  # 40 x 48 -> 32 x 32
 
 
+def test_label_codes_outside_a_datasets_coding_are_background_with_a_warning(caplog):
+    from common.data.prepare.volumes import map_labels
+
+    codes = mmwhs_module.RAW_CODES
+    with caplog.at_level("WARNING"):
+        known = map_labels(np.array([0, 205, 420, 500, 550, 600, 820, 850]), codes, Path("known.nii.gz"))
+    assert list(known) == [0, 4, 2, 3, 0, 0, 1, 0] and not caplog.records  # RV, RA, PA: background on purpose
+    with caplog.at_level("WARNING"):
+        odd = map_labels(np.array([421.0, 420.0, 7.0]), codes, Path("odd.nii.gz"))
+    assert list(odd) == [0, 2, 0]
+    assert caplog.records[-1].getMessage() == (
+        "odd.nii.gz: label codes [7, 421] are none of [205, 420, 500, 550, 600, 820, 850]; written as background."
+    )
+
+
 def test_mmwhs_a_second_run_writes_the_same_files(cardiac, tmp_path):
     raw, out = cardiac
     again = tmp_path / "cardiac"
@@ -137,15 +152,18 @@ def test_mmwhs_missing_and_unreadable_volumes_are_named_one_line_each(tmp_path):
     assert len(lines) == 3 and not (tmp_path / "out").exists()
 
 
-def test_synthmix_trains_on_the_prepared_mmwhs_data(cardiac, tmp_path):
+def test_synthmix_trains_and_evaluates_on_the_prepared_mmwhs_data(cardiac, tmp_path):
     _, out = cardiac
     root = copy_bundle(tmp_path / "synthmix", BUNDLES / "synthmix")
-    log = bundle_run(
-        root, "training", ["configs/train.yaml", "configs/quick.yaml"], "--datalist", str(out / "datalist.json")
-    )
+    configs = ["configs/train.yaml", "configs/quick.yaml"]
+    log = bundle_run(root, "training", configs, "--datalist", str(out / "datalist.json"))
     assert "Saved the release weights" in log and not (root / "data").exists()
     settings = json.loads((root / "models" / "model_settings.json").read_text())
     assert settings["settings"]["num_classes"] == 5
+    bundle_run(root, "evaluating", [*configs, "configs/evaluate.yaml"], "--datalist", str(out / "datalist.json"))
+    metrics = json.loads((root / "eval" / "metrics.json").read_text())
+    assert [v["volume"] for v in metrics["per_volume"]] == [f"ct_{n}.nii.gz" for n in (1003, 1008, 1014, 1019)]
+    assert metrics["distance_unit"] == "mm" and 0 <= metrics["mean"]["dice"] <= 1
 
 
 # --- the PnP-AdaNet / SIFA release -----------------------------------------------------------
@@ -382,6 +400,13 @@ def test_btcv_keeps_four_of_its_thirteen_organs(abdomen):
     assert codes == {6: 1, 2: 2, 3: 3, 1: 4} | {o: 0 for o in (4, 5, 7, 8, 9, 10, 11, 12, 13)}
 
 
+def test_chaos_and_btcv_a_second_run_writes_the_same_files(abdomen, tmp_path):
+    base, out = abdomen
+    prepare("chaos", base / "CHAOS", tmp_path, size=(32, 32))
+    prepare("btcv", base / "BTCV", tmp_path, size=(32, 32))
+    assert digest(tmp_path) == digest(out) and not list(tmp_path.rglob("*.tmp*"))
+
+
 def test_chaos_series_are_ordered_by_position_and_oriented_ras_with_their_masks(abdomen):
     base, out = abdomen
     volume = nib.load(out / "chaos" / "images" / "mr_01.nii.gz")
@@ -466,8 +491,9 @@ def test_lits_and_chaos_liver_give_the_liver_task_in_subject_wise_folds(liver):
     datalist = load_datalist(out / "datalist.json", verify_images=True)
     assert datalist["name"] == "lits-ct-to-chaos-mr-liver" and datalist["labels"] == {"0": "background", "1": "liver"}
     source, target = datalist["source"], datalist["target"]
-    assert set(source) == {"training", "validation"} and set(target) == {"training", "test"}
-    assert [len(source["training"]), len(source["validation"])] in ([104, 27], [105, 26])  # 131 in 5 folds
+    assert set(source) == {"training", "validation", "test"} and set(target) == {"training", "test"}
+    # 131 subjects in 5 folds (27, 26, 26, 26, 26): fold 0 tests; 2 of the other 104 validate.
+    assert [len(source["training"]), len(source["validation"]), len(source["test"])] == [102, 2, 27]
     assert [len(target["training"]), len(target["test"])] == [16, 4]
     assert not any("label" in e for e in target["training"]) and all("label" in e for e in target["test"])
     labels = np.asarray(nib.load(source["training"][0]["label"]).dataobj)
@@ -476,8 +502,8 @@ def test_lits_and_chaos_liver_give_the_liver_task_in_subject_wise_folds(liver):
     assert set(np.unique(mr)) == {0, 1} and (mr[5, 28:32] == 1).all()  # only the liver of CHAOS's four organs
     other = base / "fold1"
     prepare("lits", base / "LiTS", other, size=(32, 32), fold=1)
-    held = {e["image"] for e in json.loads((other / "lits" / "part.json").read_text())["splits"]["validation"]}
-    assert not held & {e["image"] for e in json.loads((out / "lits" / "part.json").read_text())["splits"]["validation"]}
+    held = {e["image"] for e in json.loads((other / "lits" / "part.json").read_text())["splits"]["test"]}
+    assert len(held) == 26 and not held & {e["image"] for e in source["test"]}
 
 
 def test_a_fold_outside_0_4_or_an_option_a_dataset_lacks_is_refused(tmp_path):
@@ -488,13 +514,17 @@ def test_a_fold_outside_0_4_or_an_option_a_dataset_lacks_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_dadr_trains_on_the_prepared_liver_data(liver, tmp_path):
+def test_dadr_trains_and_evaluates_on_the_prepared_liver_data(liver, tmp_path):
     _, out = liver
     root = copy_bundle(tmp_path / "dadr", BUNDLES / "dadr")
-    log = bundle_run(
-        root, "training", ["configs/train.yaml", "configs/quick.yaml"], "--datalist", str(out / "datalist.json")
-    )
+    configs = ["configs/train.yaml", "configs/quick.yaml"]
+    log = bundle_run(root, "training", configs, "--datalist", str(out / "datalist.json"))
     assert "Saved the release weights" in log and not (root / "data").exists()
+    bundle_run(root, "evaluating", [*configs, "configs/evaluate.yaml"], "--datalist", str(out / "datalist.json"))
+    target = json.loads((root / "eval" / "metrics.json").read_text())
+    source = json.loads((root / "eval" / "source" / "metrics.json").read_text())
+    assert target["classes"] == ["liver"] and len(target["per_volume"]) == 4  # the CHAOS fold
+    assert len(source["per_volume"]) == 27 and 0 <= target["mean"]["dice"] <= 1  # the LiTS fold (Table 2's CT)
 
 
 # --- RegGAN's pairs: BraTS T1 -> T2 -----------------------------------------------------------------
@@ -502,7 +532,7 @@ def test_dadr_trains_on_the_prepared_liver_data(liver, tmp_path):
 
 def brats_raw(root: Path) -> Path:
     """BraTS 2018: ``MICCAI_BraTS_2018_Data_Training/{HGG,LGG}/<subject>/<subject>_{t1,t2,flair,seg}.nii.gz``,
-    32 x 32 x 8 volumes whose brain (non-zero) fills slices 2-5 (and a speck in slice 6)."""
+    32 x 32 x 12 volumes whose brain (non-zero) fills slices 2-9 (and a speck in slice 10)."""
     rng = np.random.default_rng(8)
     for grade, count in (("HGG", 4), ("LGG", 2)):
         for k in range(count):
@@ -510,13 +540,13 @@ def brats_raw(root: Path) -> Path:
             folder = root / "MICCAI_BraTS_2018_Data_Training" / grade / subject
             folder.mkdir(parents=True)
             for sequence in ("t1", "t2", "flair"):
-                volume = np.zeros((32, 32, 8), np.int16)
-                volume[4:28, 4:28, 2:6] = rng.integers(1, 800, (24, 24, 4))
-                volume[0:2, 0:2, 6] = 5  # 4 of 1024 pixels: below the 10 % kept
+                volume = np.zeros((32, 32, 12), np.int16)
+                volume[4:28, 4:28, 2:10] = rng.integers(1, 800, (24, 24, 8))
+                volume[0:2, 0:2, 10] = 5  # 4 of 1024 pixels: below the 10 % kept
                 nib.save(
                     nib.Nifti1Image(volume, np.diag([1.0, 1.0, 1.0, 1.0])), folder / f"{subject}_{sequence}.nii.gz"
                 )
-            nib.save(nib.Nifti1Image(np.zeros((32, 32, 8), np.uint8), np.eye(4)), folder / f"{subject}_seg.nii.gz")
+            nib.save(nib.Nifti1Image(np.zeros((32, 32, 12), np.uint8), np.eye(4)), folder / f"{subject}_seg.nii.gz")
     return root
 
 
@@ -538,18 +568,25 @@ def test_brats_gives_registered_pairs_of_the_brains_slices(tmp_path):
     assert entry["reference"] == entry["target"] and Path(entry["target"]).parent.name == "t2"
     t1 = nib.load(entry["image"])
     raw_t1 = next(raw.rglob(Path(entry["image"]).name.replace(".nii.gz", "_t1.nii.gz")))
-    assert t1.shape == (32, 32, 4) and t1.affine[2, 3] == 2.0  # slices 2-5 kept, the origin moved with them
-    np.testing.assert_array_equal(np.asarray(t1.dataobj), np.asarray(nib.load(raw_t1).dataobj)[..., 2:6])
+    assert t1.shape == (32, 32, 8) and t1.affine[2, 3] == 2.0  # slices 2-9 kept, the origin moved with them
+    np.testing.assert_array_equal(np.asarray(t1.dataobj), np.asarray(nib.load(raw_t1).dataobj)[..., 2:10])
+    again = tmp_path / "again"
+    prepare("brats", raw, again, size=(32, 32))
+    assert digest(again) == digest(out)  # the same subjects, slices and split
 
 
-def test_reggan_trains_on_the_prepared_brats_pairs(tmp_path):
+def test_reggan_trains_and_evaluates_on_the_prepared_brats_pairs(tmp_path):
     out = tmp_path / "brain"
     prepare("brats", brats_raw(tmp_path / "BraTS"), out, size=(32, 32))
     root = copy_bundle(tmp_path / "reggan", BUNDLES / "reggan")
-    log = bundle_run(
-        root, "training", ["configs/train.yaml", "configs/quick.yaml"], "--datalist", str(out / "datalist.json")
-    )
+    configs = ["configs/train.yaml", "configs/quick.yaml"]
+    log = bundle_run(root, "training", configs, "--datalist", str(out / "datalist.json"))
     assert "Saved the release weights" in log and not (root / "data").exists()
+    bundle_run(root, "evaluating", [*configs, "configs/evaluate.yaml"], "--datalist", str(out / "datalist.json"))
+    metrics = json.loads((root / "eval" / "metrics.json").read_text())
+    assert len(metrics["per_volume"]) == 1 and metrics["mean"]["psnr"] > 0  # the test subject's T2, scored
+    registration = json.loads((root / "eval" / "registration" / "registration.json").read_text())
+    assert (registration["pairs"], registration["slices"]) == (1, 8)  # R scored on each slice of the volume
 
 
 def test_brats_refuses_a_missing_t2_and_a_subject_named_twice(tmp_path):

@@ -47,7 +47,7 @@ __all__ = ["btcv", "chaos", "chaos_liver", "chaos_labels", "dicom_series", "lits
 LABELS = {"0": "background", "1": "liver", "2": "right_kidney", "3": "left_kidney", "4": "spleen"}
 BTCV_CASES = (*range(1, 11), *range(21, 41))
 BTCV_TEST = (1, 9, 30, 32, 33, 39)  # SIFA's abdominal CT test cases
-BTCV_CODES = {6: 1, 2: 2, 3: 3, 1: 4}  # liver, right kidney, left kidney, spleen (the other 9 organs: background)
+BTCV_CODES = {6: 1, 2: 2, 3: 3, 1: 4} | {c: 0 for c in (4, 5, *range(7, 14))}  # liver, kidneys, spleen; 9 others: 0
 CHAOS_CASES = (1, 2, 3, 5, 8, 10, 13, 15, 19, 20, 21, 22, 31, 32, 33, 34, 36, 37, 38, 39)
 CHAOS_TEST = (1, 13, 32, 38)  # SIFA's abdominal MR test cases
 LIVER_LABELS = {"0": "background", "1": "liver"}
@@ -249,14 +249,17 @@ def chaos(raw: Path, folder: Path, size: tuple[int, int] | None = DEFAULT_SIZE, 
 # --- the liver task of DADR: LiTS CT (labelled) -> MR ----------------------------------------------
 
 
-def _fold_splits(entries: dict[int, dict], fold: int, seed: int, held_out: str) -> dict:
-    """Subject-wise folds (:data:`FOLDS`, random with ``seed``): fold ``fold`` as ``held_out``, the
-    others for training."""
+def _fold_splits(entries: dict[int, dict], fold: int, seed: int, validation: bool) -> dict:
+    """Subject-wise folds (:data:`FOLDS`, random with ``seed``): fold ``fold`` is the test set and
+    the others train, less :func:`validation_cases` of them with ``validation``."""
     if not 0 <= fold < FOLDS:
         raise ValueError(f"--fold must be 0-{FOLDS - 1}, got {fold}.")
     cases = sorted(entries)
-    held = {int(n) for n in np.array_split(np.random.default_rng(seed).permutation(cases), FOLDS)[fold]}
-    return {"training": [entries[n] for n in cases if n not in held], held_out: [entries[n] for n in sorted(held)]}
+    test = sorted(int(n) for n in np.array_split(np.random.default_rng(seed).permutation(cases), FOLDS)[fold])
+    training = [n for n in cases if n not in test]
+    held = validation_cases(training, seed) if validation else []
+    splits = {"training": [entries[n] for n in training if n not in held], "test": [entries[n] for n in test]}
+    return splits | ({"validation": [entries[n] for n in held]} if held else {})
 
 
 @register("lits", task="liver")
@@ -268,8 +271,9 @@ def lits(raw: Path, folder: Path, size: tuple[int, int] | None = DEFAULT_SIZE, s
             anywhere below (the ``Training Batch 1`` and ``Training Batch 2`` folders), n = 0-130.
         folder: the part's output folder.
         size: the in-plane size ``(H, W)``; ``(0, 0)`` keeps each volume's.
-        seed: the seed of the folds.
-        fold: the fold held out for validation (DADR: 5 subject-wise folds, 4 train).
+        seed: the seed of the folds (and of the 2 validation volumes taken from the training folds).
+        fold: the fold held out as the test set (DADR: 5 subject-wise folds, 4 train the
+            segmenter, the CT column of its Table 2 tests on the fifth).
 
     Returns:
         The CT part (source).
@@ -278,7 +282,7 @@ def lits(raw: Path, folder: Path, size: tuple[int, int] | None = DEFAULT_SIZE, s
         RawLayoutError: one line per missing or unreadable file (headers first, nothing written).
         ValueError: a fold outside 0-4.
     """
-    _fold_splits({n: {} for n in LITS_CASES}, fold, seed, "validation")  # a bad fold before anything is read
+    _fold_splits({n: {} for n in LITS_CASES}, fold, seed, False)  # a bad fold before anything is read
     found = {int(p.name.split("-")[1].split(".")[0]): p for p in raw.rglob("volume-*.nii*")}
     problems, files = [], {}
     for n in LITS_CASES:
@@ -289,7 +293,7 @@ def lits(raw: Path, folder: Path, size: tuple[int, int] | None = DEFAULT_SIZE, s
     raise_problems(raw, "lits", problems)
     entries = write_labelled_volumes(files, folder, "ct_{:03d}", size, LITS_CODES, problems)
     raise_problems(raw, "lits", problems)
-    return Part("lits", "source", CT_DOMAIN, LIVER_LABELS, 3, _fold_splits(entries, fold, seed, "validation"))
+    return Part("lits", "source", CT_DOMAIN, LIVER_LABELS, 3, _fold_splits(entries, fold, seed, True))
 
 
 @register("chaos_liver", task="liver")
@@ -313,6 +317,6 @@ def chaos_liver(
         RawLayoutError: one line per missing or unreadable file (headers first, nothing written).
         ValueError: a fold outside 0-4.
     """
-    _fold_splits({n: {} for n in CHAOS_CASES}, fold, seed, "test")
+    _fold_splits({n: {} for n in CHAOS_CASES}, fold, seed, False)
     entries = _chaos_volumes(raw, folder, size, lambda mask: (chaos_labels(mask) == 1).astype(np.uint8), "chaos_liver")
-    return Part("chaos_liver", "target", MR_DOMAIN, LIVER_LABELS, 3, _fold_splits(entries, fold, seed, "test"))
+    return Part("chaos_liver", "target", MR_DOMAIN, LIVER_LABELS, 3, _fold_splits(entries, fold, seed, False))

@@ -46,7 +46,7 @@ from common.data.prepare.volumes import map_labels, pair_problems, save_nifti, v
 __all__ = ["mmwhs", "mmwhs_sifa", "read_tfrecords", "parse_example"]
 
 LABELS = {"0": "background", "1": "ascending_aorta", "2": "left_atrium", "3": "left_ventricle", "4": "myocardium"}
-RAW_CODES = {820: 1, 420: 2, 500: 3, 205: 4}  # MM-WHS: AA, LAC, LVC, MYO (550 RV, 600 RA, 850 PA: background)
+RAW_CODES = {820: 1, 420: 2, 500: 3, 205: 4, 550: 0, 600: 0, 850: 0}  # MM-WHS: AA, LAC, LVC, MYO; RV, RA, PA: 0
 SIFA_CODES = {4: 1, 2: 2, 3: 3, 1: 4}  # SIFA's contour map: 1 MYO, 2 LAC, 3 LVC, 4 AA
 SUBJECTS = tuple(range(1001, 1021))
 TEST_CASES = {"ct": (1003, 1008, 1014, 1019), "mr": (1007, 1009, 1018, 1019)}  # SIFA's test volumes

@@ -184,8 +184,8 @@ def inplane_resized(volume: MetaTensor, size: tuple[int, int] | None, label: boo
 
 
 def map_labels(labels: np.ndarray, codes: Mapping[int, int], path: Path) -> np.ndarray:
-    """A dataset's label codes as label values; a code not in ``codes`` becomes background, with a
-    warning naming the file and the codes.
+    """A dataset's label codes as label values; a code not in ``codes`` (list the codes that are
+    background on purpose, as 0) becomes background, with a warning naming the file and the codes.
 
     Args:
         labels: the label map as stored.
