@@ -8,7 +8,15 @@ training and inference read. A run is idempotent: running it again writes the sa
 A cross-centre task built from two datasets is prepared one dataset at a time into one output
 folder: each writes its part (``OUT/<dataset>/part.json``), and the task's ``OUT/datalist.json``
 is written once both parts are there (e.g. ``cvc_clinic`` as the source centre and
-``etis_larib`` as the target: the MI2GAN polyp task).
+``etis_larib`` as the target: the MI2GAN polyp task). A task whose domains can swap roles gets a
+datalist per direction (``datalist.json`` in the papers' main direction, e.g.
+``datalist_ct_to_mr.json`` for the other); a target's training and validation entries never
+carry labels.
+
+Datasets (:data:`DATASETS`): ``cvc_clinic``, ``etis_larib`` (polyp), ``refuge`` (fundus),
+``mmwhs``, ``mmwhs_sifa`` (cardiac), ``btcv``, ``chaos`` (abdomen), ``lits``, ``chaos_liver``
+(liver), ``brats`` (RegGAN's T1/T2 pairs). Volumes are reoriented to RAS (slices along the last
+axis, as the bundles cut them).
 """
 
 from common.data.prepare import abdomen, brain, mmwhs, polyp, refuge  # noqa: F401  (they register their datasets)

@@ -1,4 +1,4 @@
-"""``python -m common.data.prepare DATASET --raw DIR --out DIR [--size H W]``."""
+"""``python -m common.data.prepare DATASET --raw DIR --out DIR [--size H W] [--seed N] [--fold K]``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from common.data.prepare.core import DATASETS, RawLayoutError, prepare
+from common.data.prepare.core import DATASETS, TASKS, RawLayoutError, prepare
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +18,13 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status: 0, or 1 with the problems printed (one line per file).
     """
-    parser = argparse.ArgumentParser(prog="python -m common.data.prepare", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m common.data.prepare",
+        description="Prepares a public dataset, unpacked as distributed, into the datalist the bundles read "
+        "(the raw layout is checked first: one line per missing or unreadable file, nothing written).",
+        epilog="Tasks (prepare each of a task's datasets into the same --out): "
+        + "; ".join(f"{task}: {' + '.join(d for d, s in DATASETS.items() if s.task == task)}" for task in TASKS),
+    )
     parser.add_argument("dataset", choices=sorted(DATASETS), help="the dataset to prepare")
     parser.add_argument("--raw", required=True, help="the dataset as downloaded (unpacked)")
     parser.add_argument("--out", required=True, help="the output folder (one per task: both centres of a task go here)")
@@ -28,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs=2,
         metavar=("H", "W"),
         default=None,
-        help="resize 2D images (bilinear) and masks (nearest) to H x W; 0 0 keeps them (default: the dataset's)",
+        help="resize 2D images (bilinear) and masks (nearest), or volumes in-plane (their slices kept), to H x W; "
+        "0 0 keeps them (default: the dataset's, e.g. 256 x 256)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of random splits (where a dataset has them)")
     parser.add_argument("--fold", type=int, default=None, help="lits, chaos_liver: the held-out fold, 0-4 (default 0)")

@@ -168,7 +168,9 @@ def _chaos_files(series: Path, ground: Path, problems: list[str]) -> list[tuple[
             shape = (int(header.Columns), int(header.Rows))
             _ = header.ImagePositionPatient, header.ImageOrientationPatient, header.PixelSpacing
         except Exception as error:
-            problems.append(f"{dicom}: cannot be read as a DICOM slice ({type(error).__name__}: {error}).")
+            problems.append(
+                f"{dicom}: cannot be read as a DICOM slice ({type(error).__name__}: {' '.join(str(error).split())})."
+            )
             continue
         if not mask.is_file():
             problems.append(f"{mask}: missing (the mask of {dicom}).")

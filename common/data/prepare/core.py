@@ -38,7 +38,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 PART_FILENAME = "part.json"
-DATALIST_FILENAME = "datalist.json"
 
 
 class RawLayoutError(ValueError):
@@ -102,14 +101,6 @@ TASKS: dict[str, list[dict[str, str]]] = {
         {"file": "datalist.json", "name": "mmwhs-mr-to-ct", "source": "mmwhs_mr", "target": "mmwhs_ct"},
         {"file": "datalist_ct_to_mr.json", "name": "mmwhs-ct-to-mr", "source": "mmwhs_ct", "target": "mmwhs_mr"},
     ],
-    "abdomen": [  # SynthMix's direction first (Table 3: CT labelled, MR the target), then the reverse
-        {"file": "datalist.json", "name": "btcv-ct-to-chaos-mr", "source": "btcv", "target": "chaos"},
-        {"file": "datalist_mr_to_ct.json", "name": "chaos-mr-to-btcv-ct", "source": "chaos", "target": "btcv"},
-    ],
-    "liver": [  # DADR's direction: LiTS CT labelled, MR the target (CHAOS T2-SPIR: DADR's MR is not public)
-        {"file": "datalist.json", "name": "lits-ct-to-chaos-mr-liver", "source": "lits", "target": "chaos_liver"}
-    ],
-    "brain": [{"file": "datalist.json", "name": "brats-t1-to-t2", "paired": "brats"}],  # RegGAN's pairs
     "cardiac_sifa": [
         {"file": "datalist.json", "name": "mmwhs-sifa-mr-to-ct", "source": "mmwhs_sifa_mr", "target": "mmwhs_sifa_ct"},
         {
@@ -119,6 +110,14 @@ TASKS: dict[str, list[dict[str, str]]] = {
             "target": "mmwhs_sifa_mr",
         },
     ],
+    "abdomen": [  # SynthMix's direction first (Table 3: CT labelled, MR the target), then the reverse
+        {"file": "datalist.json", "name": "btcv-ct-to-chaos-mr", "source": "btcv", "target": "chaos"},
+        {"file": "datalist_mr_to_ct.json", "name": "chaos-mr-to-btcv-ct", "source": "chaos", "target": "btcv"},
+    ],
+    "liver": [  # DADR's direction: LiTS CT labelled, MR the target (CHAOS T2-SPIR: DADR's MR is not public)
+        {"file": "datalist.json", "name": "lits-ct-to-chaos-mr-liver", "source": "lits", "target": "chaos_liver"}
+    ],
+    "brain": [{"file": "datalist.json", "name": "brats-t1-to-t2", "paired": "brats"}],  # RegGAN's pairs
 }
 
 
