@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from bundle_helpers import ENV, bundle_run, copy_bundle
+from bundle_helpers import bundle_run, copy_bundle
 from PIL import Image
 from tensorboard.summary.writer.record_writer import RecordWriter
 
@@ -22,6 +20,7 @@ from common.data.datalist import load_datalist
 from common.data.prepare import RawLayoutError
 from common.data.prepare import mmwhs as mmwhs_module
 from common.data.prepare import prepare
+from common.data.prepare.__main__ import main as prepare_command
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 # MM-WHS label codes: 205 MYO, 420 LAC, 500 LVC, 550 RV, 600 RA, 820 AA, 850 PA.
@@ -256,24 +255,14 @@ def test_mmwhs_sifa_gives_the_release_slices_and_test_volumes(tmp_path, monkeypa
     assert not any("label" in e for e in target["training"] + target["validation"])
 
 
-def test_mmwhs_sifa_refuses_a_broken_release_one_line_each(tmp_path):
+def test_mmwhs_sifa_refuses_a_broken_release_one_line_each(tmp_path, capsys):
     raw = sifa_raw(tmp_path / "release")
     (raw / "train&val" / "mr_val_tfs" / "mr_val_slice0.tfrecords").write_bytes(b"not a record")
     (raw / "test_ct_image_n_labels" / "image_ct_1014.nii.gz").unlink()
     (raw / "test_ct_image_n_labels" / "gth_ct_1008.nii.gz").unlink()
-    command = [
-        sys.executable,
-        "-m",
-        "common.data.prepare",
-        "mmwhs_sifa",
-        "--raw",
-        str(raw),
-        "--out",
-        str(tmp_path / "o"),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=ENV)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 1 and lines[-3:] == [
+    status = prepare_command(["mmwhs_sifa", "--raw", str(raw), "--out", str(tmp_path / "o")])  # the command line
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and lines[-3:] == [
         f"{raw / 'test_ct_image_n_labels' / 'gth_ct_1008.nii.gz'}: missing (the labels of image_ct_1008.nii.gz).",
         f"{raw}/**/image_ct_1014.nii.gz: missing (a CT test volume).",
         f"{raw / 'train&val' / 'mr_val_tfs' / 'mr_val_slice0.tfrecords'}: cannot be read as a TFRecord file "
