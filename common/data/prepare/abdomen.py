@@ -251,11 +251,15 @@ def chaos(raw: Path, folder: Path, size: tuple[int, int] | None = DEFAULT_SIZE, 
 # --- the liver task of DADR: LiTS CT (labelled) -> MR ----------------------------------------------
 
 
+def _check_fold(fold: int) -> None:
+    """Refuses a fold outside 0 to :data:`FOLDS` - 1 (before anything is read)."""
+    if not 0 <= fold < FOLDS:
+        raise ValueError(f"--fold must be 0-{FOLDS - 1}, got {fold}.")
+
+
 def _fold_splits(entries: dict[int, dict], fold: int, seed: int, validation: bool) -> dict:
     """Subject-wise folds (:data:`FOLDS`, random with ``seed``): fold ``fold`` is the test set and
     the others train, less :func:`validation_cases` of them with ``validation``."""
-    if not 0 <= fold < FOLDS:
-        raise ValueError(f"--fold must be 0-{FOLDS - 1}, got {fold}.")
     cases = sorted(entries)
     test = sorted(int(n) for n in np.array_split(np.random.default_rng(seed).permutation(cases), FOLDS)[fold])
     training = [n for n in cases if n not in test]
@@ -284,7 +288,7 @@ def lits(raw: Path, folder: Path, size: tuple[int, int] | None = DEFAULT_SIZE, s
         RawLayoutError: one line per missing or unreadable file (headers first, nothing written).
         ValueError: a fold outside 0-4.
     """
-    _fold_splits({n: {} for n in LITS_CASES}, fold, seed, False)  # a bad fold before anything is read
+    _check_fold(fold)
     found = {int(p.name.split("-")[1].split(".")[0]): p for p in raw.rglob("volume-*.nii*")}
     problems, files = [], {}
     for n in LITS_CASES:
@@ -319,6 +323,6 @@ def chaos_liver(
         RawLayoutError: one line per missing or unreadable file (headers first, nothing written).
         ValueError: a fold outside 0-4.
     """
-    _fold_splits({n: {} for n in CHAOS_CASES}, fold, seed, False)
+    _check_fold(fold)
     entries = _chaos_volumes(raw, folder, size, lambda mask: (chaos_labels(mask) == 1).astype(np.uint8), "chaos_liver")
     return Part("chaos_liver", "target", MR_DOMAIN, LIVER_LABELS, 3, _fold_splits(entries, fold, seed, False))

@@ -170,8 +170,12 @@ def parse_example(record: bytes) -> dict[str, bytes | list[int]]:
     """
     features: dict[str, bytes | list[int]] = {}
     for number, _, message in _fields(record):
-        for entry_number, _, entry in _fields(message) if number == 1 else ():
-            fields = {n: v for n, _, v in _fields(entry)} if entry_number == 1 else {}
+        if number != 1:  # Example.features
+            continue
+        for entry_number, _, entry in _fields(message):
+            if entry_number != 1:  # Features.feature: map entries (key = 1, value = 2)
+                continue
+            fields = {n: v for n, _, v in _fields(entry)}
             key = bytes(fields.get(1, b"")).decode()
             for kind, _, values in _fields(fields.get(2, b"")):
                 if kind == 1:  # BytesList: repeated bytes value = 1

@@ -19,7 +19,6 @@ from tqdm import tqdm
 from common.data.io import LoadImageByTyped
 
 __all__ = [
-    "header_problem",
     "pair_problems",
     "write_labelled_volumes",
     "load_oriented",
@@ -48,38 +47,23 @@ def validation_cases(cases: list[int], seed: int) -> list[int]:
     return sorted(int(n) for n in np.random.default_rng(seed).choice(cases, VALIDATION_VOLUMES, replace=False))
 
 
-def header_problem(path: Path, what: str, shape_of: Path | None = None) -> str | None:
-    """Reads a NIfTI file's header only (the voxels are read when the file is converted).
-
-    Args:
-        path: the file.
-        what: what it should be, for the message.
-        shape_of: an image whose shape the file must have (a label map's image).
-
-    Returns:
-        One line naming the file and what is wrong, or ``None``.
-    """
+def _header(path: Path, what: str) -> tuple[str | None, tuple | None]:
+    """A NIfTI file's shape from its header only (the voxels are read when it is converted), or
+    one line naming the file and what is wrong."""
     if not path.is_file():
-        return f"{path}: missing ({what})."
+        return f"{path}: missing ({what}).", None
     try:
         shape = nib.load(path).shape
     except Exception as error:
-        return f"{path}: cannot be read as {what} ({type(error).__name__}: {' '.join(str(error).split())})."
+        return f"{path}: cannot be read as {what} ({type(error).__name__}: {' '.join(str(error).split())}).", None
     if len(shape) != 3:
-        return f"{path}: has the shape {shape}; expected a 3D volume ({what})."
-    if shape_of is not None and shape_of.is_file():
-        try:
-            other = nib.load(shape_of).shape
-        except Exception:
-            return None  # the image's own line says so
-        if other != shape:
-            return f"{path}: its shape {shape} differs from its image's {other} ({shape_of})."
-    return None
+        return f"{path}: has the shape {shape}; expected a 3D volume ({what}).", None
+    return None, shape
 
 
 def pair_problems(image: Path, what: str, second: Path, second_what: str | None = None) -> list[str]:
-    """:func:`header_problem` of a volume and of a second file of the same shape (its labels, or a
-    registered second sequence).
+    """Reads the headers of a volume and of a second file that must have its shape (its labels,
+    or a registered second sequence): one line per problem.
 
     Args:
         image: the volume.
@@ -90,11 +74,11 @@ def pair_problems(image: Path, what: str, second: Path, second_what: str | None 
     Returns:
         The lines (none when both are good).
     """
-    lines = (
-        header_problem(image, what),
-        header_problem(second, second_what or f"the labels of {image.name}", shape_of=image),
-    )
-    return [line for line in lines if line]
+    first_line, shape = _header(image, what)
+    second_line, second_shape = _header(second, second_what or f"the labels of {image.name}")
+    if shape and second_shape and shape != second_shape:
+        second_line = f"{second}: its shape {second_shape} differs from its image's {shape} ({image})."
+    return [line for line in (first_line, second_line) if line]
 
 
 def write_labelled_volumes(
